@@ -1,0 +1,20 @@
+"""The embedded default: a narrow ResNet-18 on the CIFAR-10 sample shipped in the package.
+
+Sized to pretrain and probe in a few minutes on a 2-core CPU; the hyper-parameters are the thesis
+CIFAR-10 ones (configs/cifar10.py) except width, batch, projector size and schedule length.
+"""
+from configs import cifar10
+
+
+def get_config(arg=None):
+  config = cifar10.get_config(arg)
+  config.data.source = 'sample'
+  config.model.width = 0.25
+  config.projector.dims = (512, 512, 64)
+  config.batch_size = 256
+  config.num_epochs = 0
+  config.total_steps = 300
+  config.optimizer.warmup_steps = 30
+  config.checkpoint_every_steps = 100
+  config.log_every_steps = 20
+  return config

@@ -1,0 +1,52 @@
+"""Loss registry: `config.loss.name` → module with `init_state(dim, config)` and
+`loss_fn(views, state, config) -> (loss, new_state, metrics)` (LOSSES.md).
+
+Adding a loss is one new file in this package plus one line in `_REGISTRY`.
+"""
+import jax
+import jax.numpy as jnp
+
+from infomax_jax.losses import corinfomax
+from infomax_jax.losses import linalg
+
+_REGISTRY = {
+    'corinfomax': corinfomax,
+}
+
+
+def get(name):
+  """The loss module registered under `name`; a one-line error lists the known names."""
+  try:
+    return _REGISTRY[name]
+  except KeyError:
+    raise ValueError(f'unknown loss {name!r}; known losses: {", ".join(sorted(_REGISTRY))}') from None
+
+
+def names():
+  return sorted(_REGISTRY)
+
+
+def uses_target_network(config):
+  """Whether the loss reads target-network embeddings (t1, t2) from a momentum encoder."""
+  return bool(getattr(get(config.name), 'uses_target_network', lambda c: False)(config))
+
+
+def collapse_diagnostics(name, state, z1, z2, eps):
+  """LDMI (thesis eq. 3.6), sorted eigenvalues of R1 and its effective rank (Fig. 5.3).
+
+  Losses that carry running covariances report those; the others use the covariances of the
+  current global batch of embeddings.
+  """
+  module = get(name)
+  if hasattr(module, 'diagnostic_covariances'):
+    r1, r2, r12 = module.diagnostic_covariances(state, z1, z2)
+  else:
+    z1 = z1.astype(jnp.float32) - jnp.mean(z1, axis=0)
+    z2 = z2.astype(jnp.float32) - jnp.mean(z2, axis=0)
+    n = z1.shape[0]
+    r1, r2, r12 = z1.T @ z1 / n, z2.T @ z2 / n, z1.T @ z2 / n
+  r1, r2, r12 = jax.lax.stop_gradient((r1, r2, r12))
+  eigenvalues = jnp.linalg.eigvalsh(r1)[::-1]
+  return {'ldmi': linalg.ldmi(r1, r2, r12, eps),
+          'effective_rank': linalg.effective_rank(eigenvalues),
+          'eigenvalues_R1': eigenvalues}

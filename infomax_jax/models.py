@@ -1,0 +1,142 @@
+"""Encoders and projector (thesis §5.2.4, App. B.2).
+
+ResNet-18/50 in the torchvision layout, with the CIFAR stem (3×3 stride-1 first conv, no
+max-pool) for 32-px inputs and a width multiplier for CPU-sized runs; the projector MLP with ReLU
+hidden layers, optional hidden BatchNorm and a bias-free linear output, L2-normalised.
+"""
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# PyTorch initialisations, so that runs compare with the official code.
+conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')   # kaiming_normal_, fan_out
+linear_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')  # nn.Linear default
+
+
+class BasicBlock(nn.Module):
+  filters: int
+  strides: int
+  conv: Any
+  norm: Any
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(x)
+    y = nn.relu(self.norm()(y))
+    y = self.conv(self.filters, (3, 3))(y)
+    y = self.norm()(y)
+    if residual.shape != y.shape:
+      residual = self.norm()(self.conv(self.filters, (1, 1), (self.strides, self.strides))(x))
+    return nn.relu(residual + y)
+
+
+class Bottleneck(nn.Module):
+  filters: int
+  strides: int
+  conv: Any
+  norm: Any
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = nn.relu(self.norm()(self.conv(self.filters, (1, 1))(x)))
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(y)
+    y = nn.relu(self.norm()(y))
+    y = self.norm()(self.conv(self.filters * self.expansion, (1, 1))(y))
+    if residual.shape != y.shape:
+      residual = self.norm()(
+          self.conv(self.filters * self.expansion, (1, 1), (self.strides, self.strides))(x))
+    return nn.relu(residual + y)
+
+
+class ResNet(nn.Module):
+  """ResNet trunk returning pooled features (512·width for ResNet-18, 2048·width for ResNet-50)."""
+  stage_sizes: Sequence[int]
+  block: Any
+  width: float = 1.0
+  cifar_stem: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, padding='SAME',
+                             dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype)
+    base = max(1, int(round(64 * self.width)))
+    x = x.astype(self.dtype)
+    if self.cifar_stem:
+      x = conv(base, (3, 3))(x)
+      x = nn.relu(norm()(x))
+    else:
+      x = conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)])(x)
+      x = nn.relu(norm()(x))
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    for stage, blocks in enumerate(self.stage_sizes):
+      for b in range(blocks):
+        strides = 2 if stage > 0 and b == 0 else 1
+        x = self.block(base * 2**stage, strides, conv, norm)(x)
+    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+
+
+class Projector(nn.Module):
+  """MLP: (Linear → [BatchNorm] → ReLU) per hidden dim, then a bias-free Linear; L2-normalised."""
+  dims: Sequence[int]
+  hidden_batchnorm: bool = False
+  l2_normalize: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = x.astype(self.dtype)
+    for dim in self.dims[:-1]:
+      x = nn.Dense(dim, use_bias=not self.hidden_batchnorm, kernel_init=linear_init,
+                   dtype=self.dtype)(x)
+      if self.hidden_batchnorm:
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                         dtype=self.dtype)(x)
+      x = nn.relu(x)
+    x = nn.Dense(self.dims[-1], use_bias=False, kernel_init=linear_init, dtype=self.dtype)(x)
+    x = x.astype(jnp.float32)
+    if self.l2_normalize:
+      x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return x
+
+
+class SSLModel(nn.Module):
+  """Encoder + projector; returns (features before the projector, projector output)."""
+  encoder: nn.Module
+  projector: nn.Module
+
+  def __call__(self, x, train: bool):
+    features = self.encoder(x, train)
+    return features, self.projector(features, train)
+
+
+_ENCODERS = {
+    'resnet18': ([2, 2, 2, 2], BasicBlock),
+    'resnet50': ([3, 4, 6, 3], Bottleneck),
+}
+
+
+def encoder_names():
+  return sorted(_ENCODERS)
+
+
+def build_encoder(config, dtype=jnp.float32):
+  """`config` is `config.model`: name, width, cifar_stem."""
+  if config.name not in _ENCODERS:
+    raise ValueError(f'unknown model {config.name!r}; known models: {", ".join(encoder_names())}')
+  stages, block = _ENCODERS[config.name]
+  return ResNet(stages, block, width=config.width, cifar_stem=config.cifar_stem, dtype=dtype)
+
+
+def build_model(config, dtype=jnp.float32):
+  """`config` is the full config: model and projector sections."""
+  projector = Projector(tuple(config.projector.dims), config.projector.hidden_batchnorm,
+                        config.projector.l2_normalize, dtype=dtype)
+  return SSLModel(build_encoder(config.model, dtype), projector)

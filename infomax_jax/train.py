@@ -1,0 +1,219 @@
+"""Pretraining: TrainState, the sharded train step and the training loop.
+
+One jitted step runs over a mesh of every device of every host with the batch sharded along
+'data'; jit sees the global batch, so BatchNorm statistics and every loss statistic (means,
+covariances, negatives) are over the global batch.
+"""
+import functools
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+from clu import metric_writers
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from infomax_jax import input_pipeline
+from infomax_jax import losses
+from infomax_jax import models
+from infomax_jax import validation
+
+DATA_AXIS = 'data'
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  loss_state: Any
+  target: Any  # {'params', 'batch_stats'} of the momentum encoder, or {} if the loss has none
+
+
+def make_mesh(devices=None):
+  devices = jax.devices() if devices is None else devices
+  return jax.sharding.Mesh(np.array(devices), (DATA_AXIS,),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def steps_per_epoch(config, num_train):
+  return max(1, num_train // config.batch_size)
+
+
+def total_steps(config, num_train):
+  if config.total_steps > 0:
+    return config.total_steps
+  return config.num_epochs * steps_per_epoch(config, num_train)
+
+
+def learning_rate_schedule(config, num_train):
+  """Linear warm-up from warmup_init_lr to peak_lr, then cosine decay to min_lr (§5.2.5)."""
+  opt = config.optimizer
+  steps = total_steps(config, num_train)
+  warmup = opt.warmup_steps or opt.warmup_epochs * steps_per_epoch(config, num_train)
+  warmup = min(warmup, steps - 1)
+  return optax.warmup_cosine_decay_schedule(opt.warmup_init_lr, opt.peak_lr, warmup, steps,
+                                            opt.min_lr)
+
+
+def make_optimizer(config, num_train):
+  """PyTorch-style SGD: weight decay added to the gradient, then heavy-ball momentum."""
+  opt = config.optimizer
+  return optax.chain(optax.add_decayed_weights(opt.weight_decay),
+                     optax.sgd(learning_rate_schedule(config, num_train), momentum=opt.momentum))
+
+
+def momentum_schedule(config, step, num_steps):
+  """Cosine EMA momentum of the target network, m0 → 1 over training (BYOL eq. in §3.1)."""
+  m0 = config.loss.target_momentum
+  return 1.0 - (1.0 - m0) * (jnp.cos(jnp.pi * step / num_steps) + 1.0) / 2.0
+
+
+def create_train_state(config, model, tx, rng):
+  image = jnp.zeros((2, config.data.image_size, config.data.image_size, 3), jnp.float32)
+  variables = model.init(rng, image, train=False)
+  params, batch_stats = variables['params'], variables.get('batch_stats', {})
+  loss_module = losses.get(config.loss.name)
+  target = ({'params': params, 'batch_stats': batch_stats}
+            if losses.uses_target_network(config.loss) else {})
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params),
+                    loss_state=loss_module.init_state(config.projector.dims[-1], config.loss),
+                    target=target)
+
+
+def train_step(state, batch, *, model, tx, config, num_steps):
+  """One optimisation step on the global batch {'view1', 'view2'}; returns (state, metrics)."""
+  loss_module = losses.get(config.loss.name)
+
+  def forward(variables, images):
+    (_, z), updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
+    return z, updates['batch_stats']
+
+  def objective(params):
+    z1, batch_stats = forward({'params': params, 'batch_stats': state.batch_stats},
+                              batch['view1'])
+    z2, batch_stats = forward({'params': params, 'batch_stats': batch_stats}, batch['view2'])
+    views = {'z1': z1, 'z2': z2}
+    if state.target:
+      views['t1'], _ = forward(state.target, batch['view1'])
+      views['t2'], _ = forward(state.target, batch['view2'])
+      views['t1'], views['t2'] = jax.lax.stop_gradient((views['t1'], views['t2']))
+    loss, loss_state, metrics = loss_module.loss_fn(views, state.loss_state, config.loss)
+    return loss, (batch_stats, loss_state, metrics, z1, z2)
+
+  (loss, (batch_stats, loss_state, metrics, z1, z2)), grads = jax.value_and_grad(
+      objective, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+
+  target = state.target
+  if target:
+    m = momentum_schedule(config, state.step, num_steps)
+    target = jax.tree.map(lambda t, o: m * t + (1.0 - m) * o, target,
+                          {'params': params, 'batch_stats': batch_stats})
+    metrics['target_momentum'] = m
+
+  every = config.diagnostics_every_steps or config.log_every_steps
+  diagnostics = functools.partial(losses.collapse_diagnostics, config.loss.name, loss_state,
+                                  eps=config.loss.eps)
+  blank = jax.tree.map(jnp.zeros_like, jax.eval_shape(diagnostics, z1, z2))
+  metrics.update(jax.lax.cond((state.step + 1) % every == 0,
+                              diagnostics, lambda *_: blank, z1, z2))
+  metrics['loss'] = loss
+  metrics['grad_norm'] = optax.global_norm(grads)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state, loss_state=loss_state, target=target)
+  return new_state, metrics
+
+
+def compile_train_step(config, model, tx, mesh, num_steps):
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
+  step = functools.partial(train_step, model=model, tx=tx, config=config, num_steps=num_steps)
+  return jax.jit(step, in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
+                 donate_argnums=0)
+
+
+def checkpoint_manager(workdir, config=None, read_only=False):
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=config.keep_checkpoints if config else None, create=not read_only,
+      read_only=read_only, enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
+                               options=options, item_names=('state',))
+
+
+def global_batch(local_batch, sharding):
+  """Per-host numpy batch → global jax arrays sharded along the batch axis."""
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+                      local_batch)
+
+
+def train_and_evaluate(config, workdir):
+  """Pretrains per `config`, checkpointing into `workdir`; resumes from its latest checkpoint."""
+  validation.validate_config(config)
+  examples = input_pipeline.load_split(config.data, config.data.train_split)
+  validation.validate_batch(config, len(examples))
+  num_steps = total_steps(config, len(examples))
+  mesh = make_mesh()
+  model = models.build_model(config)
+  tx = make_optimizer(config, len(examples))
+
+  manager = checkpoint_manager(workdir, config)
+  state = jax.jit(functools.partial(create_train_state, config, model, tx),
+                  out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))(
+                      jax.random.key(config.seed))
+  if manager.latest_step() is not None:
+    validation.validate_checkpoint(state, manager)
+    state = manager.restore(manager.latest_step(),
+                            args=ocp.args.Composite(state=ocp.args.StandardRestore(state))).state
+    logging.info('resumed from step %d', int(state.step))
+  start = int(state.step)
+
+  is_main = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  if is_main:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+  if start >= num_steps:
+    logging.info('training already complete at step %d', start)
+    return state
+
+  step_fn = compile_train_step(config, model, tx, mesh, num_steps)
+  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
+  dataset = input_pipeline.pretrain_dataset(examples, config, start, jax.process_index(),
+                                            jax.process_count())
+  schedule = learning_rate_schedule(config, len(examples))
+  every = config.diagnostics_every_steps or config.log_every_steps
+  timer_step, timer = start, time.perf_counter()
+  for step, local in zip(range(start + 1, num_steps + 1), dataset.as_numpy_iterator()):
+    state, metrics = step_fn(state, global_batch(local, batch_sharding))
+    if step % config.log_every_steps == 0 or step == num_steps:
+      metrics = jax.device_get(metrics)
+      elapsed = time.perf_counter() - timer
+      images_per_second = (step - timer_step) * config.batch_size / elapsed
+      scalars = {k: v for k, v in metrics.items() if np.ndim(v) == 0}
+      if step % every:
+        scalars = {k: v for k, v in scalars.items() if k not in ('ldmi', 'effective_rank')}
+      scalars.update(learning_rate=schedule(step - 1), images_per_second=images_per_second)
+      writer.write_scalars(step, scalars)
+      if step % every == 0:
+        writer.write_histograms(step, {'eigenvalues_R1': metrics['eigenvalues_R1']})
+      eta = (num_steps - step) * elapsed / (step - timer_step)
+      if is_main:
+        print(f'step {step}/{num_steps}  loss {float(metrics["loss"]):.4f}  '
+              f'{images_per_second:.0f} img/s  ETA {eta / 60:.1f} min', flush=True)
+      timer_step, timer = step, time.perf_counter()
+    if step % config.checkpoint_every_steps == 0 or step == num_steps:
+      manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
+  manager.wait_until_finished()
+  writer.flush()
+  return state
