@@ -22,6 +22,7 @@ def get_config(arg=None):
   config.num_epochs = 1000
   config.optimizer.peak_lr = 0.5
   config.optimizer.min_lr = 1e-6
-  config.loss.alpha = 250.0
-  config.loss.lam = 0.01
+  if config.loss.name == 'corinfomax':
+    config.loss.alpha = 250.0
+    config.loss.lam = 0.01
   return config

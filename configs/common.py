@@ -5,6 +5,7 @@ here the loss name (e.g. `configs/cifar10.py:corinfomax`).
 """
 import ml_collections
 
+from infomax_jax import losses
 from infomax_jax import probe
 
 
@@ -22,9 +23,7 @@ def base_config(arg=None):
   config.model = ml_collections.ConfigDict(dict(name='resnet18', width=1.0, cifar_stem=True))
   config.projector = ml_collections.ConfigDict(dict(
       dims=(2048, 2048, 64), hidden_batchnorm=False, l2_normalize=True))
-  config.loss = ml_collections.ConfigDict(dict(
-      name=words[0] if words else 'corinfomax',
-      alpha=250.0, lam=0.01, eps=1e-8, cov_init=1.0))
+  config.loss = losses.default_config(words[0] if words else 'corinfomax')
   config.optimizer = ml_collections.ConfigDict(dict(
       peak_lr=0.5, min_lr=1e-6, warmup_init_lr=0.003, warmup_epochs=10, warmup_steps=0,
       momentum=0.9, weight_decay=1e-4))

@@ -124,7 +124,7 @@ def train_step(state, batch, *, model, tx, config, num_steps):
 
   every = config.diagnostics_every_steps or config.log_every_steps
   diagnostics = functools.partial(losses.collapse_diagnostics, config.loss.name, loss_state,
-                                  eps=config.loss.eps)
+                                  eps=config.loss.get('eps', 1e-8))
   blank = jax.tree.map(jnp.zeros_like, jax.eval_shape(diagnostics, z1, z2))
   metrics.update(jax.lax.cond((state.step + 1) % every == 0,
                               diagnostics, lambda *_: blank, z1, z2))

@@ -1,5 +1,10 @@
-"""Loss registry: `config.loss.name` → module with `init_state(dim, config)` and
-`loss_fn(views, state, config) -> (loss, new_state, metrics)` (LOSSES.md).
+"""Loss registry: `config.loss.name` → module with `default_config()`, `init_state(dim, config)`
+and `loss_fn(views, state, config) -> (loss, new_state, metrics)` (LOSSES.md).
+
+Optional module attributes: `uses_target_network(config) -> bool` (the train step then adds
+momentum-encoder embeddings t1, t2 to `views` and keeps an EMA target in the TrainState, with
+momentum `config.target_momentum`), and `diagnostic_covariances(state, z1, z2)` (running
+covariances to report the collapse diagnostics from, instead of the batch ones).
 
 Adding a loss is one new file in this package plus one line in `_REGISTRY`.
 """
@@ -20,6 +25,13 @@ def get(name):
     return _REGISTRY[name]
   except KeyError:
     raise ValueError(f'unknown loss {name!r}; known losses: {", ".join(sorted(_REGISTRY))}') from None
+
+
+def default_config(name):
+  """The loss's hyper-parameters with their paper defaults, plus its name."""
+  config = get(name).default_config()
+  config.name = name
+  return config
 
 
 def names():

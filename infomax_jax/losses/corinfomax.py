@@ -9,7 +9,14 @@ cross-covariance R12 used for the LDMI measure of eq. 3.6) is carried in the Tra
 import jax
 import jax.numpy as jnp
 
+import ml_collections
+
 from infomax_jax.losses import linalg
+
+
+def default_config():
+  """Thesis CIFAR-10 values (Table B.2); eps = 1e-8 in every thesis run."""
+  return ml_collections.ConfigDict(dict(alpha=250.0, lam=0.01, eps=1e-8, cov_init=1.0))
 
 
 def init_state(dim, config):
