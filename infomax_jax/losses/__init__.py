@@ -11,11 +11,23 @@ Adding a loss is one new file in this package plus one line in `_REGISTRY`.
 import jax
 import jax.numpy as jnp
 
+from infomax_jax.losses import barlow
 from infomax_jax.losses import corinfomax
+from infomax_jax.losses import emi
 from infomax_jax.losses import linalg
+from infomax_jax.losses import minc
+from infomax_jax.losses import simclr
+from infomax_jax.losses import spectral
+from infomax_jax.losses import vicreg
 
 _REGISTRY = {
     'corinfomax': corinfomax,
+    'emi': emi,
+    'minc': minc,
+    'spectral': spectral,
+    'vicreg': vicreg,
+    'barlow': barlow,
+    'simclr': simclr,
 }
 
 

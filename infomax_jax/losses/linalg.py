@@ -30,6 +30,11 @@ def batch_cov(z):
   return zc.T @ zc / z.shape[0]
 
 
+def row_norms(z):
+  """Euclidean norms of the rows of `z`, shape (N, 1), with a finite gradient at a zero row."""
+  return jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(z), axis=-1, keepdims=True), 1e-24))
+
+
 def add_eps(m, eps):
   return m + eps * jnp.eye(m.shape[-1], dtype=m.dtype)
 

@@ -1,0 +1,38 @@
+"""Barlow Twins (Zbontar et al., ICML 2021, eqs. 1-2; official code semantics; LOSSES.md §4).
+
+Each dimension is standardised over the global batch as BatchNorm1d(affine=False) does in
+training mode (biased variance, epsilon 1e-5), c = ẑ1ᵀ ẑ2 / N, and
+
+loss = Σ_i (1 − c_ii)² + lambda · Σ_{i≠j} c_ij².
+
+The embeddings are the raw projector outputs: configs set `config.projector.l2_normalize = False`.
+"""
+import jax.numpy as jnp
+
+import ml_collections
+
+
+def default_config():
+  """The paper's off-diagonal weight λ = 5e-3 and BatchNorm's epsilon."""
+  return ml_collections.ConfigDict(dict(lambd=5e-3, bn_eps=1e-5))
+
+
+def init_state(dim, config):
+  del dim, config
+  return {}
+
+
+def _standardise(z, eps):
+  zc = z - jnp.mean(z, axis=0)
+  return zc / jnp.sqrt(jnp.mean(jnp.square(zc), axis=0) + eps)
+
+
+def loss_fn(views, state, config):
+  z1 = _standardise(views['z1'].astype(jnp.float32), config.bn_eps)
+  z2 = _standardise(views['z2'].astype(jnp.float32), config.bn_eps)
+  c = z1.T @ z2 / z1.shape[0]
+  diagonal = jnp.diagonal(c)
+  on_diagonal = jnp.sum(jnp.square(1.0 - diagonal))
+  off_diagonal = jnp.sum(jnp.square(c)) - jnp.sum(jnp.square(diagonal))
+  loss = on_diagonal + config.lambd * off_diagonal
+  return loss, state, {'on_diagonal': on_diagonal, 'off_diagonal': off_diagonal}

@@ -1,0 +1,36 @@
+"""SimCLR's NT-Xent loss (Chen et al., ICML 2020, eq. 1; LOSSES.md §4).
+
+The 2N L2-normalised embeddings of the global batch are the anchors; each anchor's positive is the
+other view of its image and its 2N − 2 negatives are every other embedding:
+
+ℓ(i, j) = −log[ exp(sim(z_i, z_j)/τ) / Σ_{k≠i} exp(sim(z_i, z_k)/τ) ],   loss = mean over the
+2N anchors (both orders of every positive pair, so the loss is symmetric).
+"""
+import jax
+import jax.numpy as jnp
+
+import ml_collections
+
+from infomax_jax.losses import linalg
+
+
+def default_config():
+  """τ = 0.2, the CIFAR value (LOSSES.md §4); 0.1 for ImageNet."""
+  return ml_collections.ConfigDict(dict(temperature=0.2))
+
+
+def init_state(dim, config):
+  del dim, config
+  return {}
+
+
+def loss_fn(views, state, config):
+  z = jnp.concatenate([views['z1'], views['z2']], axis=0).astype(jnp.float32)
+  z = z / linalg.row_norms(z)
+  n = z.shape[0] // 2
+  logits = z @ z.T / config.temperature
+  logits = jnp.where(jnp.eye(2 * n, dtype=bool), -jnp.inf, logits)
+  positive = jnp.concatenate([jnp.arange(n, 2 * n), jnp.arange(n)])
+  positive_logits = jnp.take_along_axis(logits, positive[:, None], axis=1)[:, 0]
+  loss = jnp.mean(jax.nn.logsumexp(logits, axis=1) - positive_logits)
+  return loss, state, {'positive_similarity': jnp.mean(positive_logits) * config.temperature}

@@ -1,0 +1,46 @@
+"""VICReg (Bardes et al., ICLR 2022, eqs. 1-6; official code semantics; LOSSES.md §4).
+
+loss = 25·mean((z1 − z2)²) + 25·[mean relu(1 − std(z1)) + mean relu(1 − std(z2))]/2
+       + 1·[Σ_{i≠j} cov(z1)_ij² + Σ_{i≠j} cov(z2)_ij²]/P
+
+with std = sqrt(var + 1e-4), var and cov unbiased (N − 1) over the global batch. The embeddings are
+the raw projector outputs: configs set `config.projector.l2_normalize = False` for this loss.
+"""
+import jax.numpy as jnp
+
+import ml_collections
+
+
+def default_config():
+  """The paper's coefficients λ = μ = 25, ν = 1 and the std epsilon 1e-4."""
+  return ml_collections.ConfigDict(dict(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0,
+                                        std_eps=1e-4))
+
+
+def init_state(dim, config):
+  del dim, config
+  return {}
+
+
+def _variance_covariance(z, config):
+  """The std hinge (eq. 1) and the off-diagonal covariance penalty (eq. 3) of one branch."""
+  n, dim = z.shape
+  zc = z - jnp.mean(z, axis=0)
+  std = jnp.sqrt(jnp.sum(jnp.square(zc), axis=0) / (n - 1) + config.std_eps)
+  cov = zc.T @ zc / (n - 1)
+  off_diagonal = jnp.sum(jnp.square(cov)) - jnp.sum(jnp.square(jnp.diagonal(cov)))
+  return jnp.mean(jnp.maximum(1.0 - std, 0.0)), off_diagonal / dim
+
+
+def loss_fn(views, state, config):
+  z1 = views['z1'].astype(jnp.float32)
+  z2 = views['z2'].astype(jnp.float32)
+  invariance_loss = jnp.mean(jnp.square(z1 - z2))
+  std1, cov1 = _variance_covariance(z1, config)
+  std2, cov2 = _variance_covariance(z2, config)
+  std_loss = (std1 + std2) / 2.0
+  cov_loss = cov1 + cov2
+  loss = (config.sim_coeff * invariance_loss + config.std_coeff * std_loss
+          + config.cov_coeff * cov_loss)
+  metrics = {'invariance_loss': invariance_loss, 'std_loss': std_loss, 'cov_loss': cov_loss}
+  return loss, state, metrics
