@@ -1,0 +1,426 @@
+"""Loss tests (LOSSES.md): baselines against float64 NumPy references of their official formulas,
+the CorInfoMax, EMI and MINC properties, 1- vs 8-device agreement and degenerate inputs."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import cifar10
+from configs import demo
+from infomax_jax import losses
+from infomax_jax.losses import barlow
+from infomax_jax.losses import corinfomax
+from infomax_jax.losses import emi
+from infomax_jax.losses import linalg
+from infomax_jax.losses import minc
+from infomax_jax.losses import simclr
+from infomax_jax.losses import spectral
+from infomax_jax.losses import vicreg
+
+
+def config_of(name, **overrides):
+  config = losses.default_config(name)
+  config.update(overrides)
+  return config
+
+
+def random_views(seed, n, dim, scale=1.0):
+  rng = np.random.default_rng(seed)
+  return {k: scale * rng.normal(size=(n, dim)).astype(np.float32) for k in ('z1', 'z2', 't1', 't2')}
+
+
+def gradient_step(module, config):
+  """Jitted (views, state) → (loss, d loss/d z1, d loss/d z2, new state, metrics)."""
+  def objective(z, rest, state):
+    loss, new_state, metrics = module.loss_fn({**z, **rest}, state, config)
+    return loss, (new_state, metrics)
+
+  @jax.jit
+  def step(views, state):
+    z = {k: views[k] for k in ('z1', 'z2')}
+    rest = {k: v for k, v in views.items() if k not in z}
+    (loss, (new_state, metrics)), grads = jax.value_and_grad(objective, has_aux=True)(
+        z, rest, state)
+    return loss, grads['z1'], grads['z2'], new_state, metrics
+
+  return step
+
+
+def value_and_grad(module, config, views, state):
+  return gradient_step(module, config)(views, state)
+
+
+def numeric_grad(f, z1, z2, h=1e-6):
+  """Central differences of the float64 scalar f(z1, z2) with respect to every entry."""
+  grads = []
+  for which in (0, 1):
+    args = [np.array(z1, np.float64), np.array(z2, np.float64)]
+    grad = np.zeros_like(args[which])
+    for index in np.ndindex(grad.shape):
+      plus, minus = [a.copy() for a in args], [a.copy() for a in args]
+      plus[which][index] += h
+      minus[which][index] -= h
+      grad[index] = (f(*plus) - f(*minus)) / (2 * h)
+    grads.append(grad)
+  return grads
+
+
+def assert_grad_close(actual, expected, rtol=1e-3):
+  np.testing.assert_allclose(actual, expected, rtol=rtol,
+                             atol=rtol * np.max(np.abs(expected)))
+
+
+# Float64 NumPy references of the official formulas (LOSSES.md §1, §3, §4).
+
+def np_vicreg(z1, z2):
+  def terms(z):
+    zc = z - z.mean(0)
+    std = np.sqrt(zc.var(0, ddof=1) + 1e-4)
+    cov = zc.T @ zc / (len(z) - 1)
+    return np.mean(np.maximum(1 - std, 0)), (np.sum(cov**2) - np.sum(np.diag(cov)**2)) / z.shape[1]
+  (s1, c1), (s2, c2) = terms(z1), terms(z2)
+  return 25 * np.mean((z1 - z2)**2) + 25 * (s1 / 2 + s2 / 2) + (c1 + c2)
+
+
+def np_barlow(z1, z2):
+  bn = lambda z: (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)
+  c = bn(z1).T @ bn(z2) / len(z1)
+  off = c - np.diag(np.diag(c))
+  return np.sum((1 - np.diag(c))**2) + 5e-3 * np.sum(off**2)
+
+
+def np_simclr(z1, z2, temperature=0.2):
+  z = np.concatenate([z1, z2])
+  z = z / np.linalg.norm(z, axis=1, keepdims=True)
+  n = len(z1)
+  sim = z @ z.T / temperature
+  total = 0.0
+  for i in range(2 * n):
+    positive = (i + n) % (2 * n)
+    others = [k for k in range(2 * n) if k != i]
+    total += -sim[i, positive] + np.log(np.sum(np.exp(sim[i, others])))
+  return total / (2 * n)
+
+
+def np_spectral(z1, z2, mu=1.0):
+  def clip(z):
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    return np.where(norms < np.sqrt(mu), z, z / norms * np.sqrt(mu))
+  z1, z2 = clip(z1), clip(z2)
+  n = len(z1)
+  part1 = -2 * np.mean(z1 * z2) * z1.shape[1]
+  square = (z1 @ z2.T)**2
+  part2 = np.sum(square[~np.eye(n, dtype=bool)]) / (n * (n - 1))
+  return (part1 + part2) / mu
+
+
+def np_corinfomax(z1, z2, state, alpha=250.0, lam=0.01, eps=1e-8):
+  """Thesis Algorithm 1 step; returns (loss, cov_loss, new state)."""
+  n, dim = z1.shape
+  new_state, logdets = {}, []
+  for q, z in (('1', z1), ('2', z2)):
+    mu = lam * state['mu' + q] + (1 - lam) * z.mean(0)
+    zc = z - mu
+    r = lam * state['R' + q] + (1 - lam) * zc.T @ zc / n
+    logdets.append(np.linalg.slogdet(r + eps * np.eye(dim))[1])
+    new_state['mu' + q], new_state['R' + q] = mu, r
+  cov_loss = -(logdets[0] + logdets[1]) / dim
+  return alpha * np.mean((z1 - z2)**2) + cov_loss, cov_loss, new_state
+
+
+BASELINES = [(vicreg, np_vicreg, 1.0), (barlow, np_barlow, 1.0), (simclr, np_simclr, 1.0),
+             (spectral, np_spectral, 0.5)]
+
+
+@pytest.mark.parametrize('module,reference,scale', BASELINES,
+                         ids=[m.__name__.split('.')[-1] for m, _, _ in BASELINES])
+def test_baseline_matches_numpy_reference(module, reference, scale):
+  # scale 0.5 puts the spectral loss's rows on both sides of the clipping radius sqrt(mu) = 1.
+  views = random_views(0, 12, 6, scale)
+  name = module.__name__.split('.')[-1]
+  config = config_of(name)
+  loss, g1, g2, _, _ = value_and_grad(module, config, views, module.init_state(6, config))
+  z1, z2 = views['z1'].astype(np.float64), views['z2'].astype(np.float64)
+  np.testing.assert_allclose(loss, reference(z1, z2), rtol=1e-5)
+  r1, r2 = numeric_grad(reference, z1, z2)
+  assert_grad_close(g1, r1)
+  assert_grad_close(g2, r2)
+
+
+def test_corinfomax_matches_numpy_over_batches_with_state():
+  """LOSSES.md §1 (a): value, gradient and state over consecutive batches."""
+  n, dim = 16, 6
+  config = config_of('corinfomax')
+  state = corinfomax.init_state(dim, config)
+  step_fn = gradient_step(corinfomax, config)
+  ref_state = {'mu1': np.zeros(dim), 'mu2': np.zeros(dim), 'R1': np.eye(dim), 'R2': np.eye(dim)}
+  for step in range(3):
+    views = random_views(step, n, dim, 0.3)
+    views['z2'] = views['z1'] + 0.1 * views['z2']
+    loss, g1, g2, state, metrics = step_fn(views, state)
+    z1, z2 = views['z1'].astype(np.float64), views['z2'].astype(np.float64)
+    ref_loss, ref_cov_loss, next_ref_state = np_corinfomax(z1, z2, ref_state)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    np.testing.assert_allclose(metrics['cov_loss'], ref_cov_loss, rtol=1e-4)
+    r1, r2 = numeric_grad(lambda a, b: np_corinfomax(a, b, ref_state)[0], z1, z2)
+    assert_grad_close(g1, r1)
+    assert_grad_close(g2, r2)
+    ref_state = next_ref_state
+    for key, value in ref_state.items():
+      np.testing.assert_allclose(state[key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_corinfomax_logdet_gradient_pushes_away_from_running_mean():
+  """LOSSES.md §1 (b), thesis App. C: Σ_n ⟨∂logdet(R1' + εI)/∂z1[n], mu1' − z1[n]⟩ < 0."""
+  config = config_of('corinfomax')
+  rng = np.random.default_rng(3)
+  z = jnp.asarray(rng.normal(size=(32, 8)), jnp.float32)
+  mu, cov = jnp.asarray(rng.normal(size=8), jnp.float32), jnp.eye(8)
+
+  def logdet(z):
+    mu_new, _, r = linalg.running_mean_cov(z, mu, cov, config.lam)
+    return linalg.logdet_cholesky(linalg.add_eps(r, config.eps)), mu_new
+
+  grad, mu_new = jax.grad(logdet, has_aux=True)(z)
+  assert float(jnp.sum(grad * (mu_new - z))) < 0
+
+
+def test_corinfomax_attraction_gradient():
+  """LOSSES.md §1 (c): the attraction gradient is (2 alpha / (N P)) (z1[n] − z2[n])."""
+  views = random_views(4, 16, 8)
+  state = corinfomax.init_state(8, config_of('corinfomax'))
+  _, g1, g2, _, _ = value_and_grad(corinfomax, config_of('corinfomax'), views, state)
+  _, c1, c2, _, _ = value_and_grad(corinfomax, config_of('corinfomax', alpha=0.0), views, state)
+  expected = 2 * 250.0 / (16 * 8) * (views['z1'] - views['z2'])
+  np.testing.assert_allclose(g1 - c1, expected, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(g2 - c2, -expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('cond,order,tolerance', [(5.0, 16, 2e-3), (10.0, 32, 1e-3)])
+def test_taylor_logdet_converges_to_exact(cond, order, tolerance):
+  """LOSSES.md §2: 64×64 spectrum, c = 1.05·λ_max."""
+  q, _ = np.linalg.qr(np.random.default_rng(5).normal(size=(64, 64)))
+  eigenvalues = np.geomspace(1.0, cond, 64)
+  m = jnp.asarray((q * eigenvalues) @ q.T, jnp.float32)
+  exact = np.sum(np.log(eigenvalues))
+  errors = [abs(float(linalg.logdet_taylor(m, 1.05 * cond, k)) - exact) / abs(exact)
+            for k in (4, 8, order)]
+  assert errors[0] > errors[1] > errors[2]
+  assert errors[2] <= tolerance
+
+
+def emi_mi(views, **overrides):
+  config = config_of('emi', **overrides)
+  state = emi.init_state(views['z1'].shape[1], config)
+  metrics = jax.jit(lambda v, s: emi.loss_fn(v, s, config)[2])(views, state)
+  return float(metrics['mi_a']), float(metrics['mi_b'])
+
+
+def test_emi_taylor_matches_exact_on_well_conditioned_views():
+  rng = np.random.default_rng(6)
+  z1, z2 = rng.normal(size=(2, 4096, 8))
+  views = {'z1': z1, 'z2': z2, 't1': 0.5 * z2 + rng.normal(size=z1.shape),
+           't2': 0.5 * z1 + rng.normal(size=z2.shape)}
+  exact = emi_mi(views, logdet='exact', lam=0.0)
+  taylor = emi_mi(views, logdet='taylor', order=32, lam=0.0)
+  np.testing.assert_allclose(taylor, exact, rtol=1e-3)
+
+
+def test_emi_mi_nonnegative_and_zero_for_independent_views():
+  rng = np.random.default_rng(7)
+  n, dim = 4096, 4
+  for mixing in (0.3, 1.0, 3.0):
+    z1, z2 = rng.normal(size=(2, n, dim))
+    views = {'z1': z1, 'z2': z2, 't1': mixing * z2 @ rng.normal(size=(dim, dim))
+             + rng.normal(size=z1.shape), 't2': mixing * z1 + rng.normal(size=z2.shape)}
+    assert min(emi_mi(views, logdet='exact')) > 0.05
+  # Independent draws: I ≈ P²/(2N) from sampling noise alone.
+  independent = emi_mi(random_views(8, n, dim), logdet='exact')
+  assert min(independent) >= 0 and max(independent) < 5 * dim**2 / (2 * n)
+  # Exactly uncorrelated batch (orthonormal centred columns): both evaluators give I = 0.
+  x = rng.normal(size=(n, 4 * dim))
+  basis = np.linalg.qr(x - x.mean(0))[0] * np.sqrt(n)
+  views = {'z1': basis[:, :dim], 't2': basis[:, dim:2 * dim], 'z2': basis[:, 2 * dim:3 * dim],
+           't1': basis[:, 3 * dim:]}
+  for logdet in ('exact', 'taylor'):
+    np.testing.assert_allclose(emi_mi(views, logdet=logdet, lam=0.0), 0.0, atol=1e-4)
+
+
+def test_emi_invariant_to_invertible_linear_map():
+  """Exact-mode I(z1·A; t2) = I(z1; t2) (lam = 0 so C is the batch covariance, eps = 0)."""
+  rng = np.random.default_rng(9)
+  z1, z2 = rng.normal(size=(2, 1024, 6))
+  views = {'z1': z1, 'z2': z2, 't1': z1 + rng.normal(size=z1.shape),
+           't2': z1 + z2 + rng.normal(size=z2.shape)}
+  a = rng.normal(size=(6, 6)) + 3 * np.eye(6)
+  before = emi_mi(views, logdet='exact', lam=0.0, eps=0.0)
+  after = emi_mi({**views, 'z1': z1 @ a}, logdet='exact', lam=0.0, eps=0.0)
+  np.testing.assert_allclose(after, before, rtol=1e-4)
+
+
+def test_emi_power_iteration_tracks_top_eigenvalue():
+  """λ̂_max (EMA of warm-started power iterations) within 1 % of eigvalsh after warm-up."""
+  rng = np.random.default_rng(10)
+  dim = 8
+  mix = rng.normal(size=(dim, dim)) + 2 * np.eye(dim)
+  z1, z2 = rng.normal(size=(2, 512, dim)) @ mix
+  views = {'z1': z1, 'z2': z2, 't1': z2 + 0.5 * rng.normal(size=z1.shape),
+           't2': z1 + 0.5 * rng.normal(size=z2.shape)}
+  config = config_of('emi')
+  step = jax.jit(lambda s: emi.loss_fn(views, s, config)[1])
+  state = emi.init_state(dim, config)
+  for _ in range(30):
+    state = step(state)
+  for pairing in ('a', 'b'):
+    c = np.asarray(state[pairing]['C'], np.float64) + config.eps * np.eye(2 * dim)
+    top = np.linalg.eigvalsh(c)[-1]
+    assert abs(float(state[pairing]['lambda_max']) / top - 1) < 0.01
+
+
+def test_minc_repulsion_is_spectral_pairwise_term():
+  """beta = 0, online targets, Λ from the same batch: mean_n zᵀ(ZᵀZ/N)z = (1/N²)Σ_ij (z_i·z_j)²."""
+  views = random_views(11, 32, 8, 0.3)
+  z1, z2 = views['z1'].astype(np.float64), views['z2'].astype(np.float64)
+  for form in minc.FORMS:
+    config = config_of('minc', beta=0.0, target='online', form=form)
+    state = minc.init_state(8, config)
+    _, _, metrics = minc.loss_fn({'z1': z1, 'z2': z1}, state, config)
+    np.testing.assert_allclose(metrics['repulsion'], np.sum((z1 @ z1.T)**2) / 32**2, rtol=1e-5)
+    loss, _, metrics = minc.loss_fn(views, state, config)
+    pairwise = np.sum((z1 @ z2.T)**2) / 32**2
+    np.testing.assert_allclose(metrics['repulsion'], pairwise, rtol=1e-5)
+    np.testing.assert_allclose(loss, -2 * np.mean(np.sum(z1 * z2, 1)) + pairwise, rtol=1e-5)
+
+
+@pytest.mark.parametrize('form', minc.FORMS)
+@pytest.mark.parametrize('target', minc.TARGETS)
+def test_minc_per_sample_gradient(form, target):
+  """∂ℓ[n]/∂z[n] = −2s·t[n] + 2s²·T(Λ')z[n] for both pairings (the loss averages 2N samples)."""
+  n, dim, s, beta = 16, 6, 0.7, 0.5
+  views = random_views(12, n, dim, 0.4)
+  config = config_of('minc', form=form, target=target, scale=s, beta=beta)
+  rng = np.random.default_rng(13)
+  state = {k: (lambda a: a @ a.T / dim)(rng.normal(size=(dim, dim))).astype(np.float32)
+           for k in ('Lam1', 'Lam2')}
+  _, g1, g2, new_state, _ = value_and_grad(minc, config, views, state)
+  t1, t2 = (views['t1'], views['t2']) if target == 'ema' else (views['z1'], views['z2'])
+  for q, t in (('1', t1), ('2', t2)):
+    lam = beta * state['Lam' + q] + (1 - beta) * t.T @ t / n
+    np.testing.assert_allclose(new_state['Lam' + q], lam, rtol=1e-5, atol=1e-6)
+  for grad, z, t, q in ((g1, views['z1'], t2, '2'), (g2, views['z2'], t1, '1')):
+    transformed = np.asarray(minc.transform(jnp.asarray(new_state['Lam' + q]), form))
+    if form == 'gha':
+      assert np.allclose(np.triu(transformed, 1), 0)
+    expected = -2 * s * t + 2 * s**2 * z @ transformed.T
+    np.testing.assert_allclose(2 * n * grad, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_minc_does_not_collapse_where_spectral_does_not():
+  """Linear encoder on noisy Gaussian views: MINC keeps the embedding rank as spectral does,
+  while the attraction term alone loses it."""
+  d, dim, n, steps = 16, 8, 128, 150
+  scales = jnp.linspace(2.0, 0.5, d)
+
+  def batch(key):
+    k1, k2, k3 = jax.random.split(key, 3)
+    x = jax.random.normal(k1, (n, d)) * scales
+    return x + jax.random.normal(k2, (n, d)), x + jax.random.normal(k3, (n, d))
+
+  def train(loss, state, normalise, lr):
+    def embed(w, x):
+      z = x @ w
+      return z / linalg.row_norms(z) if normalise else z
+
+    def objective(w, state, key):
+      x1, x2 = batch(key)
+      value, state, _ = loss({'z1': embed(w, x1), 'z2': embed(w, x2)}, state)
+      return value, state
+
+    @jax.jit
+    def run(w, state):
+      def body(i, carry):
+        w, state = carry
+        grad, state = jax.grad(objective, has_aux=True)(w, state, jax.random.key(i))
+        return w - lr * grad, state
+      w, _ = jax.lax.fori_loop(0, steps, body, (w, state))
+      z = embed(w, batch(jax.random.key(steps))[0])
+      return linalg.effective_rank(jnp.linalg.eigvalsh(linalg.batch_cov(z)))
+
+    w0 = 0.1 * jax.random.normal(jax.random.key(1), (d, dim))
+    return float(run(w0, state))
+
+  spec = config_of('spectral')
+  rank_spectral = train(lambda v, s: spectral.loss_fn(v, s, spec), {}, False, 0.05)
+  ranks = {}
+  for form in minc.FORMS:
+    config = config_of('minc', target='online', form=form)
+    ranks[form] = train(lambda v, s: minc.loss_fn(v, s, config), minc.init_state(dim, config),
+                        True, 0.5)
+  attraction = train(lambda v, s: (-2 * jnp.mean(jnp.sum(
+      v['z1'] * jax.lax.stop_gradient(v['z2']), 1)), s, {}), {}, True, 0.5)
+  assert rank_spectral > 0.8 * dim
+  assert min(ranks.values()) > 0.8 * dim
+  assert attraction < min(ranks.values()) - 1.0
+
+
+VARIANTS = [('corinfomax', {}), ('emi', {}), ('emi', {'logdet': 'exact'}),
+            ('minc', {}), ('minc', {'form': 'gha', 'target': 'online'}), ('spectral', {}),
+            ('vicreg', {}), ('barlow', {}), ('simclr', {})]
+VARIANT_IDS = [name + ''.join(f'-{v}' for v in overrides.values())
+               for name, overrides in VARIANTS]
+
+
+def test_every_registered_loss_is_tested():
+  assert sorted({name for name, _ in VARIANTS}) == losses.names()
+
+
+def sharded_value_and_grad(name, overrides, views, state, devices):
+  mesh = jax.sharding.Mesh(np.array(devices), ('data',),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+  batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  views = jax.device_put(views, batch)
+  state = jax.device_put(state, replicated)
+  return value_and_grad(losses.get(name), config_of(name, **overrides), views, state)[:4]
+
+
+@pytest.mark.parametrize('name,overrides', VARIANTS, ids=VARIANT_IDS)
+def test_one_and_eight_devices_agree(name, overrides):
+  assert len(jax.devices()) == 8
+  views = random_views(14, 64, 8, 0.3)
+  views['z2'] = views['z1'] + 0.3 * views['z2']
+  views['t2'] = views['z2'] + 0.1 * views['t2']
+  views['t1'] = views['z1'] + 0.1 * views['t1']
+  state = losses.get(name).init_state(8, config_of(name, **overrides))
+  one = sharded_value_and_grad(name, overrides, views, state, jax.devices()[:1])
+  eight = sharded_value_and_grad(name, overrides, views, state, jax.devices())
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight)):
+    a, b = np.asarray(a), np.asarray(b)
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.max(np.abs(a)))
+
+
+@pytest.mark.parametrize('name,overrides', VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize('case', ['collapsed', 'n_below_p'])
+def test_finite_on_degenerate_embeddings(name, overrides, case):
+  n, dim = (16, 8) if case == 'collapsed' else (4, 16)
+  views = random_views(15, n, dim, 0.3)
+  if case == 'collapsed':
+    views = {k: np.repeat(views['z1'][:1], n, axis=0) for k in views}
+  module, config = losses.get(name), config_of(name, **overrides)
+  state = module.init_state(dim, config)
+  step = gradient_step(module, config)
+  for _ in range(3):
+    outputs = step(views, state)
+    state = outputs[3]
+    for leaf in jax.tree.leaves(outputs):
+      assert np.all(np.isfinite(leaf)), (name, case)
+
+
+@pytest.mark.parametrize('name', losses.names())
+def test_configs_build_every_loss(name):
+  for module in (cifar10, demo):
+    config = module.get_config(name)
+    assert config.loss.name == name
+    assert config.projector.l2_normalize == (name not in ('vicreg', 'barlow', 'spectral'))
+    if losses.uses_target_network(config.loss):
+      assert 0 < config.loss.target_momentum < 1
