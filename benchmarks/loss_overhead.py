@@ -169,8 +169,9 @@ def main():
   for dim in args.sizes:
     entry = time_logdets(dim, args)
     results['logdet'][dim] = entry
+    taylor = entry['taylor']
     print(f'{dim:>6} {1e3 * entry["cholesky_seconds"]:>10.3f} ' + ' '.join(
-        f'{entry["taylor"][k]["ratio_to_cholesky"]:>9.2f}× {entry["taylor"][k]["relative_error"]:>9.1e}'
+        f'{taylor[k]["ratio_to_cholesky"]:>9.2f}× {taylor[k]["relative_error"]:>9.1e}'
         for k in args.orders), flush=True)
 
   if args.full_step:

@@ -7,15 +7,16 @@ eigenvalue scale tracked by a moving average, and a momentum (EMA) target encode
 
 For each pairing (z, t) ∈ {(z1, sg(t2)), (z2, sg(t1))} with u = [z; t] ∈ R^{2P}:
 
-  C' = lam·C + (1 − lam)·Cov_batch(u)        (running mean and covariance as CorInfoMax eqs. 4.3-4.5;
-                                              the batch part differentiable, C carried stop-gradient)
+  C' = lam·C + (1 − lam)·Cov_batch(u)      (running mean and covariance, CorInfoMax eqs. 4.3-4.5:
+                                            batch part differentiable, carried C stop-gradient)
   I  = ½ [logdet(C'_11 + εI) + logdet(C'_22 + εI) − logdet(C' + εI)]          (Theorem 1)
   loss = −(I_a + I_b) / 2
 
-`logdet='exact'` evaluates the log-dets by Cholesky; `logdet='taylor'` by the order-K series
-d·log c − Σ_k tr((I − M/c)^k)/k with c = gamma·λ̂_max, λ̂_max an EMA (momentum `eig_momentum`,
-initialised with the first estimate) of the top eigenvalue of C' + εI from `power_steps` power
-iterations warm-started at the previous eigenvector.
+`logdet='exact'` evaluates the log-dets by Cholesky (λ̂_max below is then only a metric);
+`logdet='taylor'` by the order-K series d·log c − Σ_k tr((I − M/c)^k)/k with c = gamma·λ̂_max,
+λ̂_max an EMA (momentum `eig_momentum`, initialised with the first estimate) of the top
+eigenvalue of C' + εI from `power_steps` power iterations warm-started at the previous
+eigenvector.
 
 State design: one running joint covariance (mean, C, λ̂_max, eigenvector) per pairing. The two
 views are drawn from different augmentation distributions (blur 1.0/0.1, solarisation 0/0.2), so
@@ -56,7 +57,7 @@ def init_state(dim, config):
 
 
 def _pairing_mi(z, t, state, config):
-  """I(z; t) of one pairing from its updated running joint covariance; returns (I, state', metrics)."""
+  """I(z; t) of one pairing from its running joint covariance; returns (I, state', metrics)."""
   dim = z.shape[1]
   mu, _, cov = linalg.running_mean_cov(jnp.concatenate([z, t], axis=1), state['mu'], state['C'],
                                        config.lam)

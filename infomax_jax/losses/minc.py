@@ -7,7 +7,7 @@ derivation from the mechanism the paper describes: the spectral contrastive loss
 
 For each pairing (z, t) ∈ {(z1, t2), (z2, t1)}, with Λ_q the running second moment of target view q
 
-  Λ_q' = beta·Λ_q + (1 − beta)·sg(t_qᵀ t_q)/N                        (before the loss, stop-gradient)
+  Λ_q' = beta·Λ_q + (1 − beta)·sg(t_qᵀ t_q)/N                    (before the loss, stop-gradient)
   ℓ[n] = −2s·z[n]·sg(t[n]) + s²·z[n]ᵀ sg(T(Λ')) z[n],   loss = mean over n and the two pairings,
 
 and the gradient of ℓ[n] with respect to z[n] is −2s·t[n] + 2s²·T(Λ') z[n]: the power-iteration step
