@@ -39,12 +39,6 @@ def default_config():
       feature_batch_size=500))
 
 
-config_flags.DEFINE_config_file('config', None, 'Pretraining config file; default: the '
-                                '<workdir>/config.json written by the pretraining job.')
-config_flags.DEFINE_config_dict('probe', default_config(), 'Probe protocol.')
-flags.DEFINE_string('workdir', None, 'Pretraining workdir (checkpoints/ and config.json).')
-flags.DEFINE_list('encoders', ['trained', 'random'], 'Which encoders to evaluate.')
-flags.mark_flags_as_required(['workdir'])
 ENCODERS = ('trained', 'random')
 
 
@@ -70,8 +64,9 @@ def restore_encoder(config, workdir):
   item = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                       {'params': {'encoder': abstract['params']['encoder']},
                        'batch_stats': {'encoder': abstract['batch_stats']['encoder']}})
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.PyTreeRestore(item, partial_restore=True))).state
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+      partial_restore=True))).state
   return {'params': restored['params']['encoder'],
           'batch_stats': restored['batch_stats']['encoder']}, step
 
@@ -202,6 +197,13 @@ def main(argv):
 
 
 def run():
+  # Flags are defined here, not at import: configs import this module for default_config().
+  config_flags.DEFINE_config_file('config', None, 'Pretraining config file; default: the '
+                                  '<workdir>/config.json written by the pretraining job.')
+  config_flags.DEFINE_config_dict('probe', default_config(), 'Probe protocol.')
+  flags.DEFINE_string('workdir', None, 'Pretraining workdir (checkpoints/ and config.json).')
+  flags.DEFINE_list('encoders', list(ENCODERS), 'Which encoders to evaluate.')
+  flags.mark_flags_as_required(['workdir'])
   try:
     app.run(main)
   except (ValueError, FileNotFoundError) as e:

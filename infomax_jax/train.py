@@ -129,7 +129,7 @@ def train_step(state, batch, *, model, tx, config, num_steps):
   metrics.update(jax.lax.cond((state.step + 1) % every == 0,
                               diagnostics, lambda *_: blank, z1, z2))
   metrics['loss'] = loss
-  metrics['grad_norm'] = optax.global_norm(grads)
+  metrics['grad_norm'] = optax.tree.norm(grads)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state, loss_state=loss_state, target=target)
   return new_state, metrics
@@ -148,7 +148,20 @@ def checkpoint_manager(workdir, config=None, read_only=False):
       max_to_keep=config.keep_checkpoints if config else None, create=not read_only,
       read_only=read_only, enable_async_checkpointing=False)
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
-                               options=options, item_names=('state',))
+                               options=options,
+                               item_handlers={'state': ocp.PyTreeCheckpointHandler()})
+
+
+def restore_state(manager, abstract_state, step=None):
+  """The TrainState of `step` (default: latest), placed like `abstract_state`."""
+  step = manager.latest_step() if step is None else step
+  args = ocp.args.PyTreeRestore(
+      abstract_state, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))
+  return manager.restore(step, args=ocp.args.Composite(state=args)).state
+
+
+def save_state(manager, state):
+  manager.save(int(state.step), args=ocp.args.Composite(state=ocp.args.PyTreeSave(state)))
 
 
 def global_batch(local_batch, sharding):
@@ -173,8 +186,7 @@ def train_and_evaluate(config, workdir):
                       jax.random.key(config.seed))
   if manager.latest_step() is not None:
     validation.validate_checkpoint(state, manager)
-    state = manager.restore(manager.latest_step(),
-                            args=ocp.args.Composite(state=ocp.args.StandardRestore(state))).state
+    state = restore_state(manager, state)
     logging.info('resumed from step %d', int(state.step))
   start = int(state.step)
 
@@ -213,7 +225,7 @@ def train_and_evaluate(config, workdir):
               f'{images_per_second:.0f} img/s  ETA {eta / 60:.1f} min', flush=True)
       timer_step, timer = step, time.perf_counter()
     if step % config.checkpoint_every_steps == 0 or step == num_steps:
-      manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
+      save_state(manager, state)
   manager.wait_until_finished()
   writer.flush()
   return state

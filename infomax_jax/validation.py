@@ -43,19 +43,20 @@ def validate_batch(config, num_train):
     raise ValueError(f'batch_size={config.batch_size} exceeds the {num_train} training images')
 
 
+def _names(path):
+  return tuple(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
+
+
 def validate_checkpoint(abstract_state, manager):
   """The latest checkpoint must hold arrays of the shapes this config builds."""
   step = manager.latest_step()
-  stored = manager.item_metadata(step).state
-  expected = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
-  stored = dict(jax.tree_util.tree_flatten_with_path(
-      stored, is_leaf=lambda x: hasattr(x, 'shape'))[0])
-  for path, leaf in expected:
-    name = jax.tree_util.keystr(path)
-    if path not in stored:
-      raise ValueError(f'checkpoint {manager.directory}/{step} does not match the config: '
-                       f'it has no {name}')
-    if tuple(stored[path].shape) != tuple(np.shape(leaf)):
-      raise ValueError(f'checkpoint {manager.directory}/{step} does not match the config: '
-                       f'{name} is {tuple(stored[path].shape)}, the config builds '
-                       f'{tuple(np.shape(leaf))}')
+  where = f'checkpoint {manager.directory}/{step} does not match the config'
+  stored = {_names(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(
+      manager.item_metadata(step).state, is_leaf=lambda x: hasattr(x, 'shape'))[0]}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
+    name = '/'.join(_names(path))
+    if _names(path) not in stored:
+      raise ValueError(f'{where}: it has no {name}')
+    if tuple(stored[_names(path)].shape) != tuple(np.shape(leaf)):
+      raise ValueError(f'{where}: {name} is {tuple(stored[_names(path)].shape)}, the config '
+                       f'builds {tuple(np.shape(leaf))}')
