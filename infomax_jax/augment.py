@@ -1,8 +1,24 @@
-"""Thesis augmentations (App. B.1, Table B.1) as stateless tf ops on one float image in [0, 1].
+"""Thesis augmentations (App. B.1, Table B.1) as batched, stateless tf ops.
 
-Each op takes an explicit stateless seed (shape [2] int), so a view is a pure function of the
-image and its seed: the stream is reproducible and resumable from any position. Definitions
-follow torchvision (RandomResizedCrop.get_params, ColorJitter, rgb_to_grayscale).
+Images are float32 [n, h, w, 3] in [0, 1]. Every random choice of a view comes from its row of
+uniform draws u [n, VIEW_DRAWS] (columns below), so a view is a pure function of its image and
+its row, whatever batch it is computed in. The definitions are those the official CorInfoMax
+code runs (torchvision transforms on PIL images):
+
+- random resized crop: torchvision RandomResizedCrop.get_params (10 attempts, then the central
+  fallback); resampling with PIL's bicubic weights (a = -0.5, support widened when shrinking,
+  i.e. antialiased), computed exactly as PIL does, horizontal pass first, clipped after each;
+- horizontal flip (p = 0.5), folded into the column weights of the crop;
+- colour jitter: torchvision ColorJitter (brightness/contrast/saturation/hue), the four
+  adjustments in a random order per view;
+- grayscale: 0.2989 r + 0.587 g + 0.114 b on all three channels;
+- Gaussian blur: the official code calls PIL GaussianBlur(radius=sigma), sigma ~ U(0.1, 2), where
+  radius is the standard deviation and borders repeat the edge pixels. Here: an exact separable
+  Gaussian with that sigma, truncated at ±BLUR_RADIUS = 6 px (3·sigma_max, PIL's support for
+  sigma = 2), edges replicated;
+- solarize: PIL ImageOps.solarize(128): values ≥ 128/255 become 1 − value.
+
+Unlike PIL, intermediate images are not rounded to 8 bits.
 """
 import math
 
@@ -14,145 +30,262 @@ NORMALIZATION = {
     'cifar100': ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
-# Per-view probabilities of Table B.1.
+# Per-view probabilities of Table B.1 (the crop always applies, the flip with 0.5).
 VIEW_PROBABILITIES = (
-    {'flip': 0.5, 'jitter': 0.8, 'gray': 0.2, 'blur': 1.0, 'solarize': 0.0},
-    {'flip': 0.5, 'jitter': 0.8, 'gray': 0.2, 'blur': 0.1, 'solarize': 0.2},
+    {'jitter': 0.8, 'gray': 0.2, 'blur': 1.0, 'solarize': 0.0},
+    {'jitter': 0.8, 'gray': 0.2, 'blur': 0.1, 'solarize': 0.2},
 )
+CROP_SCALE = (0.08, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+CROP_ATTEMPTS = 10
+JITTER = (0.4, 0.4, 0.2, 0.1)   # brightness, contrast, saturation, hue
+BLUR_SIGMA = (0.1, 2.0)
+BLUR_RADIUS = 6
+SOLARIZE_THRESHOLD = 128 / 255
+
+# Columns of a view's draws: crop areas, crop log-ratios, top, left, flip (CROP_DRAWS: all a
+# probe training view needs), then jitter on/off, its four factors and order keys, grayscale,
+# blur on/off, sigma, solarize.
+_AREA, _RATIO, _TOP, _LEFT, _FLIP = slice(0, 10), slice(10, 20), 20, 21, 22
+CROP_DRAWS = 23
+_JITTER, _FACTORS, _ORDER = 23, slice(24, 28), slice(28, 32)
+_GRAY, _BLUR, _SIGMA, _SOLARIZE = 32, 33, 34, 35
+VIEW_DRAWS = 36
 
 
-def _uniform(seed, low=0.0, high=1.0, shape=()):
-  return tf.random.stateless_uniform(shape, seed, low, high, dtype=tf.float32)
-
-
-def crop_window(seed, height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts=10):
-  """(top, left, h, w) of torchvision's RandomResizedCrop.get_params, 10 attempts vectorised."""
-  seeds = tf.random.experimental.stateless_split(seed, 4)
+def crop_windows(u, height, width, scale=CROP_SCALE, ratio=CROP_RATIO):
+  """torchvision RandomResizedCrop.get_params for each row of u: int32 (top, left, h, w) [n]."""
   h_f, w_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-  area = h_f * w_f * _uniform(seeds[0], scale[0], scale[1], [attempts])
-  aspect = tf.exp(_uniform(seeds[1], math.log(ratio[0]), math.log(ratio[1]), [attempts]))
+  area = h_f * w_f * (scale[0] + (scale[1] - scale[0]) * u[:, _AREA])
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  aspect = tf.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[:, _RATIO])
   w = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
   h = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
   ok = (w > 0) & (h > 0) & (w <= width) & (h <= height)
-  first = tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32)
-
-  def sampled():
-    ch, cw = h[first], w[first]
-    top = tf.random.stateless_uniform([], seeds[2], 0, height - ch + 1, dtype=tf.int32)
-    left = tf.random.stateless_uniform([], seeds[3], 0, width - cw + 1, dtype=tf.int32)
-    return top, left, ch, cw
-
-  def fallback():
-    in_ratio = w_f / h_f
-    cw = tf.where(in_ratio < ratio[0], width,
-                  tf.where(in_ratio > ratio[1], tf.cast(tf.round(h_f * ratio[1]), tf.int32), width))
-    ch = tf.where(in_ratio < ratio[0], tf.cast(tf.round(w_f / ratio[0]), tf.int32), height)
-    return (height - ch) // 2, (width - cw) // 2, ch, cw
-
-  return tf.cond(tf.reduce_any(ok), sampled, fallback)
+  first = tf.argmax(tf.cast(ok, tf.int32), axis=1, output_type=tf.int32)
+  h, w = tf.gather(h, first, batch_dims=1), tf.gather(w, first, batch_dims=1)
+  top = tf.cast(u[:, _TOP] * tf.cast(height - h + 1, tf.float32), tf.int32)
+  left = tf.cast(u[:, _LEFT] * tf.cast(width - w + 1, tf.float32), tf.int32)
+  # Fallback after ten misses: the central crop, its aspect ratio clamped into `ratio`.
+  in_ratio = w_f / h_f
+  fallback_w = tf.where(in_ratio > ratio[1], tf.cast(tf.round(h_f * ratio[1]), tf.int32), width)
+  fallback_h = tf.where(in_ratio < ratio[0], tf.cast(tf.round(w_f / ratio[0]), tf.int32), height)
+  hit = tf.reduce_any(ok, axis=1)
+  h, w = tf.where(hit, h, fallback_h), tf.where(hit, w, fallback_w)
+  top = tf.where(hit, tf.minimum(top, height - h), (height - h) // 2)
+  left = tf.where(hit, tf.minimum(left, width - w), (width - w) // 2)
+  return top, left, h, w
 
 
-def resize(image, size):
-  """Bicubic resize with anti-aliasing (PIL semantics, as the official PIL pipelines), clipped."""
-  return tf.clip_by_value(tf.image.resize(image, size, method='bicubic', antialias=True), 0.0, 1.0)
+def _bicubic(x):
+  """PIL's bicubic kernel (a = -0.5)."""
+  x = tf.abs(x)
+  near = (1.5 * x - 2.5) * x * x + 1.0
+  far = ((-0.5 * x + 2.5) * x - 4.0) * x + 2.0
+  return tf.where(x < 1.0, near, tf.where(x < 2.0, far, 0.0))
 
 
-def random_resized_crop(image, seed, size, scale=(0.08, 1.0)):
+def resize_weights(start, length, out_size, in_size):
+  """[n, out_size, in_size] PIL bicubic weights resampling [start, start + length) of an axis of
+  in_size pixels to out_size pixels (PIL's precompute_coeffs; kernel widened when shrinking)."""
+  length = tf.cast(length, tf.float32)[:, None, None]
+  scale = length / tf.cast(out_size, tf.float32)
+  support = tf.maximum(scale, 1.0)
+  center = (tf.range(out_size, dtype=tf.float32)[None, :, None] + 0.5) * scale
+  x = (tf.range(in_size, dtype=tf.float32)[None, None, :]
+       - tf.cast(start, tf.float32)[:, None, None])
+  w = tf.where((x >= 0.0) & (x < length), _bicubic((x + 0.5 - center) / support), 0.0)
+  return w / tf.reduce_sum(w, axis=2, keepdims=True)
+
+
+def resized_crop(images, top, left, height, width, out_size, flip=None):
+  """Crops rows [top, top + height) and columns [left, left + width) of each image, resizes to
+  out_size (h, w) with PIL bicubic resampling and mirrors the rows where `flip`."""
+  shape = tf.shape(images)
+  rows = resize_weights(top, height, out_size[0], shape[1])
+  cols = resize_weights(left, width, out_size[1], shape[2])
+  if flip is not None:
+    cols = tf.where(flip[:, None, None], tf.reverse(cols, [1]), cols)
+  images = tf.clip_by_value(tf.einsum('ntw,nhwc->nhtc', cols, images), 0.0, 1.0)
+  return tf.clip_by_value(tf.einsum('nsh,nhtc->nstc', rows, images), 0.0, 1.0)
+
+
+@tf.function(jit_compile=True)
+def _random_resized_crop_batch(images, u, size):
+  top, left, h, w = crop_windows(u, images.shape[1], images.shape[2])
+  return resized_crop(images, top, left, h, w, (size, size), u[:, _FLIP] < 0.5)
+
+
+def random_resized_crop(image, u, size):
+  """RandomResizedCrop(size, scale (0.08, 1), ratio (3/4, 4/3), bicubic) + horizontal flip.
+
+  `image` is either a batch [n, h, w, 3], one image per row of u [n, >= CROP_DRAWS] (one XLA
+  computation), or a single image [h, w, 3] of any size that every row of u crops (it is sliced
+  to each window before resampling).
+  """
+  if image.shape.rank == 4:
+    return _random_resized_crop_batch(image, u, size)
   shape = tf.shape(image)
-  top, left, h, w = crop_window(seed, shape[0], shape[1], scale)
-  crop = tf.image.crop_to_bounding_box(image, top, left, h, w)
-  return resize(crop, (size, size))
+  top, left, h, w = crop_windows(u, shape[0], shape[1])
+  flip = u[:, _FLIP] < 0.5
+  return tf.concat([
+      resized_crop(image[None, top[i]:top[i] + h[i], left[i]:left[i] + w[i]], [0], [0],
+                   h[i:i + 1], w[i:i + 1], (size, size), flip[i:i + 1])
+      for i in range(u.shape[0])], axis=0)
 
 
-def grayscale(image):
-  gray = tf.tensordot(image, tf.constant(GRAY_WEIGHTS, tf.float32), axes=[[-1], [0]])[..., None]
-  return tf.broadcast_to(gray, tf.shape(image))
-
-
-def _blend(image, other, factor):
-  return tf.clip_by_value(factor * image + (1.0 - factor) * other, 0.0, 1.0)
-
-
-def color_jitter(image, seed, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1):
-  """torchvision ColorJitter: the four adjustments with random factors, in random order."""
-  seeds = tf.random.experimental.stateless_split(seed, 5)
-  b = _uniform(seeds[0], 1 - brightness, 1 + brightness)
-  c = _uniform(seeds[1], 1 - contrast, 1 + contrast)
-  s = _uniform(seeds[2], 1 - saturation, 1 + saturation)
-  h = _uniform(seeds[3], -hue, hue)
-  order = tf.argsort(_uniform(seeds[4], shape=[4]))
-  ops = [
-      lambda x: tf.clip_by_value(x * b, 0.0, 1.0),
-      lambda x: _blend(x, tf.reduce_mean(grayscale(x)), c),
-      lambda x: _blend(x, grayscale(x), s),
-      lambda x: tf.image.adjust_hue(x, h),
-  ]
-  for i in range(4):
-    image = tf.switch_case(order[i], [lambda op=op: op(image) for op in ops])
-    image = tf.ensure_shape(image, [None, None, 3])
-  return image
-
-
-def gaussian_blur(image, seed, sigma_range=(0.1, 2.0)):
-  """Separable Gaussian blur with sigma ~ U(0.1, 2), kernel radius 3·max sigma, reflect padding."""
-  sigma = _uniform(seed, *sigma_range)
-  radius = int(math.ceil(3 * sigma_range[1]))
-  x = tf.range(-radius, radius + 1, dtype=tf.float32)
-  kernel = tf.exp(-0.5 * tf.square(x / sigma))
-  kernel = kernel / tf.reduce_sum(kernel)
-  padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], 'REFLECT')
-  kh = tf.tile(kernel[:, None, None, None], [1, 1, 3, 1])
-  kw = tf.tile(kernel[None, :, None, None], [1, 1, 3, 1])
-  out = tf.nn.depthwise_conv2d(padded, kh, [1, 1, 1, 1], 'VALID')
-  out = tf.nn.depthwise_conv2d(out, kw, [1, 1, 1, 1], 'VALID')
-  return out[0]
-
-
-def solarize(image, threshold=128 / 255):
-  """PIL ImageOps.solarize at 128 on [0, 255]: invert every value at or above the threshold."""
-  return tf.where(image >= threshold, 1.0 - image, image)
-
-
-def normalize(image, dataset):
-  mean, std = NORMALIZATION[dataset]
-  return (image - tf.constant(mean)) / tf.constant(std)
-
-
-def _maybe(seed, probability, op, image):
-  if probability <= 0.0:
-    return image
-  if probability >= 1.0:
-    return op(image)
-  return tf.cond(_uniform(seed) < probability, lambda: op(image), lambda: image)
-
-
-def pretrain_view(image, seed, size, probabilities, dataset):
-  """One augmented view per Table B.1: crop, flip, jitter, grayscale, blur, solarize, normalise."""
-  seeds = tf.random.experimental.stateless_split(seed, 10)
-  image = random_resized_crop(image, seeds[0], size)
-  image = _maybe(seeds[1], probabilities['flip'], tf.image.flip_left_right, image)
-  image = _maybe(seeds[2], probabilities['jitter'], lambda x: color_jitter(x, seeds[3]), image)
-  image = _maybe(seeds[4], probabilities['gray'], grayscale, image)
-  image = _maybe(seeds[5], probabilities['blur'], lambda x: gaussian_blur(x, seeds[6]), image)
-  image = _maybe(seeds[7], probabilities['solarize'], solarize, image)
-  return normalize(image, dataset)
-
-
-def probe_train_view(image, seed, size, dataset):
-  """Linear-probe training transform (App. B.1.2): random resized crop + horizontal flip."""
-  seeds = tf.random.experimental.stateless_split(seed, 2)
-  image = random_resized_crop(image, seeds[0], size)
-  image = _maybe(seeds[1], 0.5, tf.image.flip_left_right, image)
-  return normalize(image, dataset)
-
-
-def probe_test_view(image, size, dataset):
-  """Test transform (App. B.1.2): resize the short side to size·8/7 bicubic, centre crop."""
-  shape = tf.cast(tf.shape(image)[:2], tf.float32)
+def center_view(image, size):
+  """torchvision Resize(int(size·8/7), bicubic) (short side) + CenterCrop(size) of one image or a
+  batch of equally sized images."""
+  batch = image if image.shape.rank == 4 else image[None]
+  shape = tf.shape(batch)
+  h, w = shape[1], shape[2]
   short = int(size * 8 / 7)
-  scale = short / tf.reduce_min(shape)
-  new = tf.cast(tf.round(shape * scale), tf.int32)
-  image = resize(image, new)
-  top = (new[0] - size) // 2
-  left = (new[1] - size) // 2
-  return normalize(tf.image.crop_to_bounding_box(image, top, left, size, size), dataset)
+  h_f, w_f = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+  new_h = tf.where(h <= w, short, tf.cast(short * h_f / w_f, tf.int32))
+  new_w = tf.where(h <= w, tf.cast(short * w_f / h_f, tf.int32), short)
+  top = tf.cast(tf.round(tf.cast(new_h - size, tf.float32) / 2), tf.int32)
+  left = tf.cast(tf.round(tf.cast(new_w - size, tf.float32) / 2), tf.int32)
+  n = shape[:1]
+  rows = resize_weights(tf.zeros(n, tf.int32), tf.fill(n, h), new_h, h)[:, top:top + size]
+  cols = resize_weights(tf.zeros(n, tf.int32), tf.fill(n, w), new_w, w)[:, left:left + size]
+  batch = tf.clip_by_value(tf.einsum('ntw,nhwc->nhtc', cols, batch), 0.0, 1.0)
+  batch = tf.clip_by_value(tf.einsum('nsh,nhtc->nstc', rows, batch), 0.0, 1.0)
+  return batch if image.shape.rank == 4 else batch[0]
+
+
+# The photometric ops work on planar images [n, 3, h, w]; each is one XLA-compiled function
+# (fused elementwise loops, about ten times faster than the same graph op by op on a CPU).
+
+
+def _gray(x):
+  return GRAY_WEIGHTS[0] * x[:, 0:1] + GRAY_WEIGHTS[1] * x[:, 1:2] + GRAY_WEIGHTS[2] * x[:, 2:3]
+
+
+def _column(values):
+  return values[:, None, None, None]
+
+
+def _hue(x, delta):
+  """torchvision adjust_hue: rotate the HSV hue by delta [n] (V and S kept), in RGB directly."""
+  r, g, b = x[:, 0], x[:, 1], x[:, 2]
+  v = tf.maximum(tf.maximum(r, g), b)
+  c = v - tf.minimum(tf.minimum(r, g), b)
+  safe = tf.where(c > 0.0, c, 1.0)
+  sextant = tf.where(v == r, (g - b) / safe,
+                     tf.where(v == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
+  sextant += 6.0 * delta[:, None, None]
+  channels = []
+  for offset in (5.0, 3.0, 1.0):
+    k = offset + sextant
+    k -= 6.0 * tf.floor(k / 6.0)
+    channels.append(v - c * tf.clip_by_value(2.0 - tf.abs(k - 2.0), 0.0, 1.0))
+  return tf.stack(channels, axis=1)
+
+
+@tf.function(jit_compile=True)
+def _jitter_step(x, op, factors):
+  """One position of ColorJitter's random order: image i gets adjustment op[i] (0 brightness,
+  1 contrast, 2 saturation, 3 hue, 4 none) with factor factors[i, op[i]]."""
+  f = tf.gather(factors, tf.minimum(op, 3), batch_dims=1)
+  scale = tf.where(op < 3, f, 1.0)
+  gray = _gray(x)
+  x = (_column(scale) * x + _column(tf.where(op == 2, 1.0 - f, 0.0)) * gray
+       + _column(tf.where(op == 1, 1.0 - f, 0.0)) * tf.reduce_mean(gray, [1, 2, 3], keepdims=True))
+  x = tf.clip_by_value(x, 0.0, 1.0)
+  return tf.where(_column(op == 3), _hue(x, f), x)
+
+
+def color_jitter(x, apply, factor_draws, order_draws, strengths=JITTER):
+  """torchvision ColorJitter on the images where `apply`: brightness, contrast and saturation
+  factors ~ U(max(0, 1 − s), 1 + s), hue shift ~ U(−h, h), applied in a random order per image
+  (the argsort of order_draws): clip(f·x), blends with the mean gray level and with the gray
+  image, HSV hue rotation."""
+  low = tf.constant([max(0.0, 1 - s) for s in strengths[:3]] + [-strengths[3]])
+  high = tf.constant([1 + s for s in strengths[:3]] + [strengths[3]])
+  factors = low + (high - low) * factor_draws
+  order = tf.argsort(order_draws, axis=1)
+  for slot in range(4):
+    x = _jitter_step(x, tf.where(apply, order[:, slot], 4), factors)
+  return x
+
+
+@tf.function(jit_compile=True)
+def grayscale(x, apply):
+  """0.2989 r + 0.587 g + 0.114 b on all three channels of the images where `apply`."""
+  return tf.where(_column(apply), tf.broadcast_to(_gray(x), tf.shape(x)), x)
+
+
+def _edge_padded_taps(x, axis, radius):
+  """The 2·radius + 1 shifted copies of x along `axis` (2 or 3), borders repeating the edge."""
+  size = x.shape[axis]
+
+  def part(start, length):
+    begin, sizes = [0, 0, 0, 0], [-1, -1, -1, -1]
+    begin[axis], sizes[axis] = start, length
+    return tf.slice(padded, begin, sizes)
+
+  padded = x
+  edges = (tf.repeat(part(0, 1), radius, axis=axis), tf.repeat(part(size - 1, 1), radius, axis=axis))
+  padded = tf.concat([edges[0], x, edges[1]], axis=axis)
+  return [part(t, size) for t in range(2 * radius + 1)]
+
+
+@tf.function(jit_compile=True)
+def _blur_pass(x, kernel, axis):
+  return tf.add_n([_column(kernel[:, t]) * shifted
+                   for t, shifted in enumerate(_edge_padded_taps(x, axis, kernel.shape[1] // 2))])
+
+
+def gaussian_blur(x, sigma, apply, radius=BLUR_RADIUS):
+  """Separable Gaussian blur of the images where `apply`, each with its own sigma [n], truncated
+  at ±radius pixels, edge pixels repeated (as PIL's GaussianBlur); others pass unchanged."""
+  taps = tf.range(-radius, radius + 1, dtype=tf.float32)
+  kernel = tf.exp(-0.5 * tf.square(taps[None] / sigma[:, None]))
+  kernel /= tf.reduce_sum(kernel, axis=1, keepdims=True)
+  kernel = tf.where(apply[:, None], kernel, tf.one_hot(radius, 2 * radius + 1))
+  return _blur_pass(_blur_pass(x, kernel, 2), kernel, 3)
+
+
+def solarize(x, apply, threshold=SOLARIZE_THRESHOLD):
+  """PIL solarize on the images where `apply`: values ≥ threshold become 1 − value."""
+  return tf.where(_column(apply) & (x >= threshold), 1.0 - x, x)
+
+
+def normalize(images, dataset):
+  """(x − mean) / std per channel of NHWC images."""
+  mean, std = NORMALIZATION[dataset]
+  return (images - tf.constant(mean)) / tf.constant(std)
+
+
+@tf.function(jit_compile=True)
+def _finish(x, apply_solarize, mean, std):
+  x = (solarize(x, apply_solarize) - mean[:, None, None]) / std[:, None, None]
+  return tf.transpose(x, [0, 2, 3, 1])
+
+
+def photometric(images, u, probabilities, dataset):
+  """Table B.1 after crop and flip, on NHWC images in [0, 1]: colour jitter, grayscale, blur,
+  solarize, each with its probability (a dict of scalars or per-image [n] values) and its draws
+  in the rows of u; then normalisation. Returns NHWC."""
+  p = {k: tf.cast(v, tf.float32) for k, v in probabilities.items()}
+  x = tf.transpose(images, [0, 3, 1, 2])
+  x = color_jitter(x, u[:, _JITTER] < p['jitter'], u[:, _FACTORS], u[:, _ORDER])
+  x = grayscale(x, u[:, _GRAY] < p['gray'])
+  sigma = BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * u[:, _SIGMA]
+  x = gaussian_blur(x, sigma, u[:, _BLUR] < p['blur'])
+  mean, std = NORMALIZATION[dataset]
+  return _finish(x, u[:, _SOLARIZE] < p['solarize'], tf.constant(mean), tf.constant(std))
+
+
+def pretrain_views(crops, u, dataset):
+  """Both views of n images from their crops [2, n, s, s, 3] and draws [n, 2, VIEW_DRAWS]:
+  photometric ops with the per-view probabilities of Table B.1, then normalisation."""
+  n = tf.shape(crops)[1]
+  shape = tf.shape(crops)
+  probabilities = {k: tf.repeat([VIEW_PROBABILITIES[0][k], VIEW_PROBABILITIES[1][k]], n)
+                   for k in VIEW_PROBABILITIES[0]}
+  views = photometric(tf.reshape(crops, tf.concat([[2 * n], shape[2:]], 0)),
+                      tf.reshape(tf.transpose(u, [1, 0, 2]), [2 * n, VIEW_DRAWS]), probabilities,
+                      dataset)
+  return views[:n], views[n:]
