@@ -98,16 +98,23 @@ def resize_weights(start, length, out_size, in_size):
   return w / tf.reduce_sum(w, axis=2, keepdims=True)
 
 
-def resized_crop(images, top, left, height, width, out_size, flip=None):
+def _resample(images, rows, cols):
+  """Separable resampling of NHWC images with weights rows [n, s, h] and cols [n, t, w] into
+  planar [n, 3, s, t]: the horizontal pass first, each pass clipped to [0, 1] (PIL's order; it
+  stores 8 bits after each pass)."""
+  x = tf.transpose(images, [0, 3, 1, 2])
+  x = tf.clip_by_value(tf.matmul(x, cols[:, None], transpose_b=True), 0.0, 1.0)
+  return tf.clip_by_value(tf.matmul(rows[:, None], x), 0.0, 1.0)
+
+
+def resized_crop(images, top, left, height, width, out_size, flip):
   """Crops rows [top, top + height) and columns [left, left + width) of each image, resizes to
-  out_size (h, w) with PIL bicubic resampling and mirrors the rows where `flip`."""
+  out_size (h, w) with PIL bicubic resampling and mirrors the images where `flip`: NHWC in,
+  planar [n, 3, h, w] out."""
   shape = tf.shape(images)
-  rows = resize_weights(top, height, out_size[0], shape[1])
   cols = resize_weights(left, width, out_size[1], shape[2])
-  if flip is not None:
-    cols = tf.where(flip[:, None, None], tf.reverse(cols, [1]), cols)
-  images = tf.clip_by_value(tf.einsum('ntw,nhwc->nhtc', cols, images), 0.0, 1.0)
-  return tf.clip_by_value(tf.einsum('nsh,nhtc->nstc', rows, images), 0.0, 1.0)
+  cols = tf.where(flip[:, None, None], tf.reverse(cols, [1]), cols)
+  return _resample(images, resize_weights(top, height, out_size[0], shape[1]), cols)
 
 
 @tf.function(jit_compile=True)
@@ -117,7 +124,8 @@ def _random_resized_crop_batch(images, u, size):
 
 
 def random_resized_crop(image, u, size):
-  """RandomResizedCrop(size, scale (0.08, 1), ratio (3/4, 4/3), bicubic) + horizontal flip.
+  """RandomResizedCrop(size, scale (0.08, 1), ratio (3/4, 4/3), bicubic) + horizontal flip,
+  into planar views [n, 3, size, size].
 
   `image` is either a batch [n, h, w, 3], one image per row of u [n, >= CROP_DRAWS] (one XLA
   computation), or a single image [h, w, 3] of any size that every row of u crops (it is sliced
@@ -134,28 +142,24 @@ def random_resized_crop(image, u, size):
       for i in range(u.shape[0])], axis=0)
 
 
-def center_view(image, size):
-  """torchvision Resize(int(size·8/7), bicubic) (short side) + CenterCrop(size) of one image or a
-  batch of equally sized images."""
-  batch = image if image.shape.rank == 4 else image[None]
-  shape = tf.shape(batch)
-  h, w = shape[1], shape[2]
+def center_view(images, size):
+  """torchvision Resize(int(size·8/7), bicubic) of the short side + CenterCrop(size) of a batch
+  of equally sized images [n, h, w, 3], into planar views [n, 3, size, size]."""
+  shape = tf.shape(images)
+  n, h, w = shape[:1], shape[1], shape[2]
   short = int(size * 8 / 7)
   h_f, w_f = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
   new_h = tf.where(h <= w, short, tf.cast(short * h_f / w_f, tf.int32))
   new_w = tf.where(h <= w, tf.cast(short * w_f / h_f, tf.int32), short)
   top = tf.cast(tf.round(tf.cast(new_h - size, tf.float32) / 2), tf.int32)
   left = tf.cast(tf.round(tf.cast(new_w - size, tf.float32) / 2), tf.int32)
-  n = shape[:1]
   rows = resize_weights(tf.zeros(n, tf.int32), tf.fill(n, h), new_h, h)[:, top:top + size]
   cols = resize_weights(tf.zeros(n, tf.int32), tf.fill(n, w), new_w, w)[:, left:left + size]
-  batch = tf.clip_by_value(tf.einsum('ntw,nhwc->nhtc', cols, batch), 0.0, 1.0)
-  batch = tf.clip_by_value(tf.einsum('nsh,nhtc->nstc', rows, batch), 0.0, 1.0)
-  return batch if image.shape.rank == 4 else batch[0]
+  return _resample(images, rows, cols)
 
 
-# The photometric ops work on planar images [n, 3, h, w]; each is one XLA-compiled function
-# (fused elementwise loops, about ten times faster than the same graph op by op on a CPU).
+# The photometric ops work on planar images [n, 3, h, w], each as one XLA-compiled function
+# (fused elementwise loops: on a CPU about ten times faster than the same graph op by op).
 
 
 def _gray(x):
@@ -216,19 +220,18 @@ def grayscale(x, apply):
   return tf.where(_column(apply), tf.broadcast_to(_gray(x), tf.shape(x)), x)
 
 
+def _slice(x, axis, start, length):
+  begin, sizes = [0, 0, 0, 0], [-1, -1, -1, -1]
+  begin[axis], sizes[axis] = start, length
+  return tf.slice(x, begin, sizes)
+
+
 def _edge_padded_taps(x, axis, radius):
   """The 2·radius + 1 shifted copies of x along `axis` (2 or 3), borders repeating the edge."""
   size = x.shape[axis]
-
-  def part(start, length):
-    begin, sizes = [0, 0, 0, 0], [-1, -1, -1, -1]
-    begin[axis], sizes[axis] = start, length
-    return tf.slice(padded, begin, sizes)
-
-  padded = x
-  edges = (tf.repeat(part(0, 1), radius, axis=axis), tf.repeat(part(size - 1, 1), radius, axis=axis))
-  padded = tf.concat([edges[0], x, edges[1]], axis=axis)
-  return [part(t, size) for t in range(2 * radius + 1)]
+  padded = tf.concat([tf.repeat(_slice(x, axis, 0, 1), radius, axis=axis), x,
+                      tf.repeat(_slice(x, axis, size - 1, 1), radius, axis=axis)], axis=axis)
+  return [_slice(padded, axis, t, size) for t in range(2 * radius + 1)]
 
 
 @tf.function(jit_compile=True)
@@ -247,45 +250,39 @@ def gaussian_blur(x, sigma, apply, radius=BLUR_RADIUS):
   return _blur_pass(_blur_pass(x, kernel, 2), kernel, 3)
 
 
+@tf.function(jit_compile=True)
 def solarize(x, apply, threshold=SOLARIZE_THRESHOLD):
   """PIL solarize on the images where `apply`: values ≥ threshold become 1 − value."""
   return tf.where(_column(apply) & (x >= threshold), 1.0 - x, x)
 
 
-def normalize(images, dataset):
-  """(x − mean) / std per channel of NHWC images."""
-  mean, std = NORMALIZATION[dataset]
-  return (images - tf.constant(mean)) / tf.constant(std)
-
-
 @tf.function(jit_compile=True)
-def _finish(x, apply_solarize, mean, std):
-  x = (solarize(x, apply_solarize) - mean[:, None, None]) / std[:, None, None]
-  return tf.transpose(x, [0, 2, 3, 1])
+def normalize(x, dataset):
+  """(x − mean) / std per channel of planar images, returned NHWC (the model's layout)."""
+  mean, std = NORMALIZATION[dataset]
+  return (tf.transpose(x, [0, 2, 3, 1]) - tf.constant(mean)) / tf.constant(std)
 
 
-def photometric(images, u, probabilities, dataset):
-  """Table B.1 after crop and flip, on NHWC images in [0, 1]: colour jitter, grayscale, blur,
-  solarize, each with its probability (a dict of scalars or per-image [n] values) and its draws
-  in the rows of u; then normalisation. Returns NHWC."""
+def photometric(x, u, probabilities):
+  """Table B.1 after crop and flip: colour jitter, grayscale, blur, solarize, each with its
+  probability (a dict of scalars or of per-image [n] values) and its draws in the rows of u."""
   p = {k: tf.cast(v, tf.float32) for k, v in probabilities.items()}
-  x = tf.transpose(images, [0, 3, 1, 2])
   x = color_jitter(x, u[:, _JITTER] < p['jitter'], u[:, _FACTORS], u[:, _ORDER])
   x = grayscale(x, u[:, _GRAY] < p['gray'])
   sigma = BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * u[:, _SIGMA]
   x = gaussian_blur(x, sigma, u[:, _BLUR] < p['blur'])
-  mean, std = NORMALIZATION[dataset]
-  return _finish(x, u[:, _SOLARIZE] < p['solarize'], tf.constant(mean), tf.constant(std))
+  return solarize(x, u[:, _SOLARIZE] < p['solarize'])
 
 
 def pretrain_views(crops, u, dataset):
-  """Both views of n images from their crops [2, n, s, s, 3] and draws [n, 2, VIEW_DRAWS]:
-  photometric ops with the per-view probabilities of Table B.1, then normalisation."""
-  n = tf.shape(crops)[1]
+  """Both views (NHWC) of n images from their planar crops [2, n, 3, s, s] and draws
+  [n, 2, VIEW_DRAWS]: photometric ops with the per-view probabilities of Table B.1, then
+  normalisation."""
   shape = tf.shape(crops)
+  n = shape[1]
   probabilities = {k: tf.repeat([VIEW_PROBABILITIES[0][k], VIEW_PROBABILITIES[1][k]], n)
                    for k in VIEW_PROBABILITIES[0]}
   views = photometric(tf.reshape(crops, tf.concat([[2 * n], shape[2:]], 0)),
-                      tf.reshape(tf.transpose(u, [1, 0, 2]), [2 * n, VIEW_DRAWS]), probabilities,
-                      dataset)
+                      tf.reshape(tf.transpose(u, [1, 0, 2]), [2 * n, VIEW_DRAWS]), probabilities)
+  views = normalize(views, dataset)
   return views[:n], views[n:]

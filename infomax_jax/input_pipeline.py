@@ -254,7 +254,7 @@ def pretrain_dataset(examples, config, start_step=0, process_index=0, process_co
     u = _draws(seed, PRETRAIN_STREAM, first, count, 2 * augment.VIEW_DRAWS)
     return tf.reshape(u, [count, 2, augment.VIEW_DRAWS])
 
-  def views(first, crops):  # crops [2, b, s, s, 3]
+  def views(first, crops):  # crops [2, b, 3, s, s]
     view1, view2 = augment.pretrain_views(crops, draws(first, per_host), data.normalization)
     return {'view1': view1, 'view2': view2}
 
@@ -274,7 +274,7 @@ def pretrain_dataset(examples, config, start_step=0, process_index=0, process_co
   def crops(k):
     image = decode(_shuffled_index(k[None], n, seed)[0])
     return tf.ensure_shape(augment.random_resized_crop(image, draws(k, 1)[0], size),
-                           [2, size, size, 3])
+                           [2, 3, size, size])
 
   ds = firsts.flat_map(lambda first: tf.data.Dataset.range(first, first + per_host))
   ds = ds.map(crops, **parallel).batch(per_host, drop_remainder=True)
@@ -324,7 +324,7 @@ def probe_dataset(examples, data_config, batch_size, train, seed=0, epoch=0):
 
   def one(k):
     index, valid = locate(k[None])
-    crop = tf.ensure_shape(view(decode(index[0]), k, 1), [1, size, size, 3])
+    crop = tf.ensure_shape(view(decode(index[0]), k, 1), [1, 3, size, size])
     return crop[0], index[0], valid[0]
 
   ds = tf.data.Dataset.range(num_batches * batch_size).map(one, **parallel).batch(batch_size)
