@@ -220,8 +220,10 @@ def _draws(seed, stream, first, count, per_example):
 def _shuffled_index(k, n, seed):
   """Images of global examples k (int64 [m]): a fresh permutation of the n images per epoch."""
   k = tf.convert_to_tensor(k, tf.int64)
-  seeds = tf.stack([tf.fill(tf.shape(k), tf.constant(seed, tf.int64)), k // n,
-                    tf.zeros_like(k)], axis=1)
+  # [c, seed, epoch] with the constant c that tf.random.experimental.index_shuffle prepends to a
+  # seed [seed, epoch]: the same permutations as that scalar API.
+  seeds = tf.stack([tf.fill(tf.shape(k), tf.constant(498247692, tf.int64)),
+                    tf.fill(tf.shape(k), tf.constant(seed, tf.int64)), k // n], axis=1)
   return tf.raw_ops.RandomIndexShuffle(index=k % n, seed=seeds,
                                        max_index=tf.constant(n - 1, tf.int64), rounds=4)
 
@@ -245,9 +247,9 @@ def pretrain_dataset(examples, config, start_step=0, process_index=0, process_co
   if local_devices is None:
     import jax  # pylint: disable=g-import-not-at-top
     local_devices = jax.local_device_count()
-  data, seed, n, size = config.data, config.seed, len(examples), config.data.image_size
   firsts, per_host = _host_batches(start_step, config.batch_size, process_index, process_count,
                                    local_devices)
+  data, seed, n, size = config.data, config.seed, len(examples), config.data.image_size
   parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
   def draws(first, count):
