@@ -42,6 +42,7 @@ JITTER = (0.4, 0.4, 0.2, 0.1)   # brightness, contrast, saturation, hue
 BLUR_SIGMA = (0.1, 2.0)
 BLUR_RADIUS = 6
 SOLARIZE_THRESHOLD = 128 / 255
+CHUNK_BYTES = 4 << 20
 
 # Columns of a view's draws: crop areas, crop log-ratios, top, left, flip (CROP_DRAWS: all a
 # probe training view needs), then jitter on/off, its four factors and order keys, grayscale,
@@ -87,15 +88,25 @@ def _bicubic(x):
 
 def resize_weights(start, length, out_size, in_size):
   """[n, out_size, in_size] PIL bicubic weights resampling [start, start + length) of an axis of
-  in_size pixels to out_size pixels (PIL's precompute_coeffs; kernel widened when shrinking)."""
-  length = tf.cast(length, tf.float32)[:, None, None]
+  in_size pixels to out_size pixels (PIL's precompute_coeffs: kernel widened by the scale when
+  shrinking, taps outside the window dropped, rows normalised)."""
+  length = tf.cast(length, tf.float32)[:, None]
   scale = length / tf.cast(out_size, tf.float32)
-  support = tf.maximum(scale, 1.0)
-  center = (tf.range(out_size, dtype=tf.float32)[None, :, None] + 0.5) * scale
-  x = (tf.range(in_size, dtype=tf.float32)[None, None, :]
-       - tf.cast(start, tf.float32)[:, None, None])
-  w = tf.where((x >= 0.0) & (x < length), _bicubic((x + 0.5 - center) / support), 0.0)
-  return w / tf.reduce_sum(w, axis=2, keepdims=True)
+  widen = tf.maximum(scale, 1.0)
+  center = (tf.range(out_size, dtype=tf.float32)[None] + 0.5) * scale
+  first = tf.maximum(tf.floor(center - 2.0 * widen + 0.5), 0.0)
+  # Taps per output: at most PIL's 2·ceil(2·widen) + 1, widen ≤ in_size / out_size.
+  taps = 2 * tf.cast(tf.math.ceil(2.0 * tf.maximum(
+      tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32), 1.0)), tf.int32) + 1
+  x = first[..., None] + tf.range(taps, dtype=tf.float32)   # [n, out, taps], window coordinates
+  w = tf.where(x < length[..., None], _bicubic((x + 0.5 - center[..., None]) / widen[..., None]),
+               0.0)
+  w /= tf.reduce_sum(w, axis=2, keepdims=True)
+  column = tf.minimum(tf.cast(x, tf.int32) + tf.cast(start, tf.int32)[:, None, None], in_size - 1)
+  shape = tf.shape(w)
+  index = tf.stack([tf.broadcast_to(tf.range(shape[0])[:, None, None], shape),
+                    tf.broadcast_to(tf.range(shape[1])[None, :, None], shape), column], axis=-1)
+  return tf.scatter_nd(index, w, tf.stack([shape[0], shape[1], in_size]))
 
 
 def _resample(images, rows, cols):
@@ -187,31 +198,45 @@ def _hue(x, delta):
   return tf.stack(channels, axis=1)
 
 
-@tf.function(jit_compile=True)
-def _jitter_step(x, op, factors):
-  """One position of ColorJitter's random order: image i gets adjustment op[i] (0 brightness,
-  1 contrast, 2 saturation, 3 hue, 4 none) with factor factors[i, op[i]]."""
-  f = tf.gather(factors, tf.minimum(op, 3), batch_dims=1)
-  scale = tf.where(op < 3, f, 1.0)
+def _adjust(x, op, factors):
+  """Per image i: brightness (op[i] = 0), contrast (1) or saturation (2) with factor
+  factors[i, op[i]], clipped; any other op leaves the image alone."""
+  f = tf.gather(factors, tf.minimum(op, 2), batch_dims=1)
   gray = _gray(x)
-  x = (_column(scale) * x + _column(tf.where(op == 2, 1.0 - f, 0.0)) * gray
+  x = (_column(tf.where(op < 3, f, 1.0)) * x + _column(tf.where(op == 2, 1.0 - f, 0.0)) * gray
        + _column(tf.where(op == 1, 1.0 - f, 0.0)) * tf.reduce_mean(gray, [1, 2, 3], keepdims=True))
-  x = tf.clip_by_value(x, 0.0, 1.0)
-  return tf.where(_column(op == 3), _hue(x, f), x)
+  return tf.clip_by_value(x, 0.0, 1.0)
+
+
+@tf.function(jit_compile=True)
+def _adjust_in_order(x, ops, factors):
+  for slot in range(ops.shape[1]):
+    x = _adjust(x, ops[:, slot], factors)
+  return x
+
+
+@tf.function(jit_compile=True)
+def _hue_where(x, apply, delta):
+  return tf.where(_column(apply), _hue(x, delta), x)
 
 
 def color_jitter(x, apply, factor_draws, order_draws, strengths=JITTER):
   """torchvision ColorJitter on the images where `apply`: brightness, contrast and saturation
   factors ~ U(max(0, 1 − s), 1 + s), hue shift ~ U(−h, h), applied in a random order per image
   (the argsort of order_draws): clip(f·x), blends with the mean gray level and with the gray
-  image, HSV hue rotation."""
+  image, HSV hue rotation. The three blends before the hue in an image's order run first, then
+  the hue (computed once), then those after it."""
   low = tf.constant([max(0.0, 1 - s) for s in strengths[:3]] + [-strengths[3]])
   high = tf.constant([1 + s for s in strengths[:3]] + [strengths[3]])
   factors = low + (high - low) * factor_draws
   order = tf.argsort(order_draws, axis=1)
-  for slot in range(4):
-    x = _jitter_step(x, tf.where(apply, order[:, slot], 4), factors)
-  return x
+  slot = tf.range(4)[None]
+  hue_slot = tf.argmax(tf.cast(order == 3, tf.int32), axis=1, output_type=tf.int32)[:, None]
+  on = apply[:, None]
+  # At most three blends precede the hue (slots 0-2) and three follow it (slots 1-3).
+  x = _adjust_in_order(x, tf.where(on & (slot < hue_slot), order, 4)[:, :3], factors)
+  x = _hue_where(x, apply, factors[:, 3])
+  return _adjust_in_order(x, tf.where(on & (slot > hue_slot), order, 4)[:, 1:], factors)
 
 
 @tf.function(jit_compile=True)
@@ -256,17 +281,40 @@ def solarize(x, apply, threshold=SOLARIZE_THRESHOLD):
   return tf.where(_column(apply) & (x >= threshold), 1.0 - x, x)
 
 
-@tf.function(jit_compile=True)
 def normalize(x, dataset):
-  """(x − mean) / std per channel of planar images, returned NHWC (the model's layout)."""
+  """(x − mean) / std per channel of planar images [..., 3, h, w], returned channels-last
+  [..., h, w, 3] (the model's layout)."""
   mean, std = NORMALIZATION[dataset]
-  return (tf.transpose(x, [0, 2, 3, 1]) - tf.constant(mean)) / tf.constant(std)
+  batch = list(range(x.shape.rank - 3))
+  x = tf.transpose(x, batch + [len(batch) + 1, len(batch) + 2, len(batch)])
+  return (x - tf.constant(mean)) / tf.constant(std)
+
+
+@tf.function(jit_compile=True)
+def _normalized_pairs(x, dataset):
+  x = normalize(x, dataset)
+  return x[:, 0], x[:, 1]
 
 
 def photometric(x, u, probabilities):
   """Table B.1 after crop and flip: colour jitter, grayscale, blur, solarize, each with its
-  probability (a dict of scalars or of per-image [n] values) and its draws in the rows of u."""
-  p = {k: tf.cast(v, tf.float32) for k, v in probabilities.items()}
+  probability (a dict of scalars or of per-image [n] values) and its draws in the rows of u.
+
+  A batch of statically known size runs in chunks of about CHUNK_BYTES, which stay in the CPU
+  cache through the sequence of ops (1.3 to 1.5 times faster for 224-px views).
+  """
+  n = x.shape[0]
+  p = {k: tf.broadcast_to(tf.cast(v, tf.float32), tf.shape(u)[:1])
+       for k, v in probabilities.items()}
+  if n is None or n * x.shape[1:].num_elements() * 4 <= CHUNK_BYTES:
+    return _photometric(x, u, p)
+  chunk = max(1, CHUNK_BYTES // (x.shape[1:].num_elements() * 4))
+  return tf.concat([_photometric(x[i:i + chunk], u[i:i + chunk],
+                                 {k: v[i:i + chunk] for k, v in p.items()})
+                    for i in range(0, n, chunk)], axis=0)
+
+
+def _photometric(x, u, p):
   x = color_jitter(x, u[:, _JITTER] < p['jitter'], u[:, _FACTORS], u[:, _ORDER])
   x = grayscale(x, u[:, _GRAY] < p['gray'])
   sigma = BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * u[:, _SIGMA]
@@ -275,14 +323,12 @@ def photometric(x, u, probabilities):
 
 
 def pretrain_views(crops, u, dataset):
-  """Both views (NHWC) of n images from their planar crops [2, n, 3, s, s] and draws
-  [n, 2, VIEW_DRAWS]: photometric ops with the per-view probabilities of Table B.1, then
-  normalisation."""
-  shape = tf.shape(crops)
-  n = shape[1]
-  probabilities = {k: tf.repeat([VIEW_PROBABILITIES[0][k], VIEW_PROBABILITIES[1][k]], n)
+  """Both views (NHWC) of n images from their planar crops [2n, 3, s, s] (view 1 and view 2 of
+  image 0, then of image 1, ...) and draws [n, 2, VIEW_DRAWS]: photometric ops with the
+  per-view probabilities of Table B.1, then normalisation."""
+  n = tf.shape(u)[0]
+  probabilities = {k: tf.tile([VIEW_PROBABILITIES[0][k], VIEW_PROBABILITIES[1][k]], [n])
                    for k in VIEW_PROBABILITIES[0]}
-  views = photometric(tf.reshape(crops, tf.concat([[2 * n], shape[2:]], 0)),
-                      tf.reshape(tf.transpose(u, [1, 0, 2]), [2 * n, VIEW_DRAWS]), probabilities)
-  views = normalize(views, dataset)
-  return views[:n], views[n:]
+  views = photometric(crops, tf.reshape(u, [2 * n, VIEW_DRAWS]), probabilities)
+  return _normalized_pairs(tf.reshape(views, tf.concat([[n, 2], tf.shape(crops)[1:]], 0)),
+                           dataset)

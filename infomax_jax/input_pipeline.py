@@ -256,7 +256,7 @@ def pretrain_dataset(examples, config, start_step=0, process_index=0, process_co
     u = _draws(seed, PRETRAIN_STREAM, first, count, 2 * augment.VIEW_DRAWS)
     return tf.reshape(u, [count, 2, augment.VIEW_DRAWS])
 
-  def views(first, crops):  # crops [2, b, 3, s, s]
+  def views(first, crops):  # crops [2b, 3, s, s]: both views of each image in turn
     view1, view2 = augment.pretrain_views(crops, draws(first, per_host), data.normalization)
     return {'view1': view1, 'view2': view2}
 
@@ -265,9 +265,8 @@ def pretrain_dataset(examples, config, start_step=0, process_index=0, process_co
 
     def batch(first):
       images = gather(_shuffled_index(first + tf.range(per_host, dtype=tf.int64), n, seed))
-      u = draws(first, per_host)
-      return views(first, tf.stack([augment.random_resized_crop(images, u[:, q], size)
-                                    for q in range(2)]))
+      u = tf.reshape(draws(first, per_host), [2 * per_host, augment.VIEW_DRAWS])
+      return views(first, augment.random_resized_crop(tf.repeat(images, 2, axis=0), u, size))
 
     return firsts.map(batch, **parallel).prefetch(tf.data.AUTOTUNE)
 
@@ -281,7 +280,7 @@ def pretrain_dataset(examples, config, start_step=0, process_index=0, process_co
   ds = firsts.flat_map(lambda first: tf.data.Dataset.range(first, first + per_host))
   ds = ds.map(crops, **parallel).batch(per_host, drop_remainder=True)
   ds = tf.data.Dataset.zip(firsts, ds).map(
-      lambda first, c: views(first, tf.transpose(c, [1, 0, 2, 3, 4])), **parallel)
+      lambda first, c: views(first, tf.reshape(c, [2 * per_host, 3, size, size])), **parallel)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
