@@ -157,6 +157,15 @@ def _decode_all(examples):
   return dataclasses.replace(examples, images=np.stack(images), encoded=None, paths=None)
 
 
+def image_at(examples, index):
+  """Image `index` of a split as uint8 [h, w, 3], decoded if it is not cached."""
+  if examples.images is not None:
+    return examples.images[index]
+  data = (examples.encoded[index] if examples.encoded is not None
+          else _read_bytes(examples.paths[index]))
+  return _decode(data, examples.names[index])
+
+
 def _check_all(examples):
   if examples.encoded is not None:
     parts = [(b[:16], b[-_TAIL_BYTES:]) for b in examples.encoded]
@@ -217,7 +226,7 @@ def _draws(seed, stream, first, count, per_example):
   return tf.reshape(u, [count, 4 * steps])[:, :per_example]
 
 
-def _shuffled_index(k, n, seed):
+def shuffled_index(k, n, seed):
   """Images of global examples k (int64 [m]): a fresh permutation of the n images per epoch."""
   k = tf.convert_to_tensor(k, tf.int64)
   # [c, seed, epoch] with the constant c that tf.random.experimental.index_shuffle prepends to a
@@ -264,7 +273,7 @@ def pretrain_dataset(examples, config, start_step=0, process_index=0, process_co
     gather = _gatherer(examples)
 
     def batch(first):
-      images = gather(_shuffled_index(first + tf.range(per_host, dtype=tf.int64), n, seed))
+      images = gather(shuffled_index(first + tf.range(per_host, dtype=tf.int64), n, seed))
       u = tf.reshape(draws(first, per_host), [2 * per_host, augment.VIEW_DRAWS])
       return views(first, augment.random_resized_crop(tf.repeat(images, 2, axis=0), u, size))
 
@@ -273,7 +282,7 @@ def pretrain_dataset(examples, config, start_step=0, process_index=0, process_co
   decode = _decoder(examples)
 
   def crops(k):
-    image = decode(_shuffled_index(k[None], n, seed)[0])
+    image = decode(shuffled_index(k[None], n, seed)[0])
     return tf.ensure_shape(augment.random_resized_crop(image, draws(k, 1)[0], size),
                            [2, 3, size, size])
 
@@ -299,7 +308,7 @@ def probe_dataset(examples, data_config, batch_size, train, seed=0, epoch=0):
   def locate(k):  # positions k (int64 [m]) → image indices, mask
     valid = k < n
     k = tf.minimum(k, n - 1)
-    return (_shuffled_index(epoch * n + k, n, seed) if train else k), valid
+    return (shuffled_index(epoch * n + k, n, seed) if train else k), valid
 
   def view(images, first, count):  # a batch [count, h, w, 3] or one image [h, w, 3]
     if train:

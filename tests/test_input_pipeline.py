@@ -201,7 +201,7 @@ def test_batch_split_errors():
 
 def test_every_epoch_is_a_fresh_permutation():
   n = 1000
-  order = [input_pipeline._shuffled_index(tf.range(e * n, (e + 1) * n, dtype=tf.int64), n,
+  order = [input_pipeline.shuffled_index(tf.range(e * n, (e + 1) * n, dtype=tf.int64), n,
                                           seed=0).numpy() for e in range(2)]
   for o in order:
     np.testing.assert_array_equal(np.sort(o), np.arange(n))
@@ -235,3 +235,14 @@ def test_probe_dataset_sees_every_example_once(sample_test):
                 .as_numpy_iterator()) for e in (0, 1)]
   assert first[0]['image'].shape == (300, 16, 16, 3)
   assert not np.array_equal(first[0]['label'], first[1]['label'])
+
+
+def test_show_augmentations_grid_from_a_folder(tmp_path):
+  from infomax_jax import show_augmentations  # pylint: disable=g-import-not-at-top
+  root = _folder(tmp_path, 6, {'cat/big.jpg': _jpeg((50, 40))})
+  os.rename(os.path.join(root, 'test'), os.path.join(root, 'train'))
+  config = tiny_config(**{'data.source': 'folder', 'data.path': root, 'data.cache_decoded': False})
+  grid = show_augmentations.augmentation_grid(config, rows=3, cell=20)
+  assert grid.size == (3 * 20 + 2 * show_augmentations.GAP, 3 * 20 + 2 * show_augmentations.GAP)
+  pixels = np.asarray(grid)
+  assert pixels[:20, :20].std() > 0 and pixels[:20, 24:44].std() > 0   # original, view 1
