@@ -34,6 +34,7 @@ def base_config(arg=None):
   config.diagnostics_every_steps = 0   # 0: at every log step
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
+  config.max_skipped_batches = 0      # non-finite steps tolerated (skipped) before stopping
 
   config.probe = probe.default_config()
   return config

@@ -31,7 +31,7 @@ def main(argv):
 def run():
   try:
     app.run(main)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
     raise SystemExit(f'error: {e}') from None
 
 

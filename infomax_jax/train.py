@@ -5,16 +5,17 @@ One jitted step runs over a mesh of every device of every host with the batch sh
 covariances, negatives) are over the global batch.
 """
 import functools
-import json
 import os
+import signal
+import threading
 import time
 from typing import Any
 
 from absl import logging
 from clu import metric_writers
 import flax
-import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -130,9 +131,14 @@ def train_step(state, batch, *, model, tx, config, num_steps):
                               diagnostics, lambda *_: blank, z1, z2))
   metrics['loss'] = loss
   metrics['grad_norm'] = optax.tree.norm(grads)
-  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state, loss_state=loss_state, target=target)
-  return new_state, metrics
+  # Divergence guard: a non-finite loss or gradient leaves the state as it was (the batch is
+  # consumed, the step counter advances) and is reported through metrics['finite'].
+  finite = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
+  updated = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state,
+                          loss_state=loss_state, target=target)
+  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+  metrics['finite'] = finite
+  return new_state.replace(step=state.step + 1), metrics
 
 
 def compile_train_step(config, model, tx, mesh, num_steps):
@@ -170,6 +176,37 @@ def global_batch(local_batch, sharding):
                       local_batch)
 
 
+class _Preemption:
+  """SIGTERM (single process) or the jax.distributed preemption notice (multi-host) asks the
+  loop to save at the next step boundary and return."""
+
+  def __enter__(self):
+    self.requested = False
+    self.previous = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self.previous = signal.signal(signal.SIGTERM, self._request)
+    return self
+
+  def _request(self, *_):
+    self.requested = True
+
+  def reached(self, step):
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
+
+  def __exit__(self, *_):
+    if self.previous is not None:
+      signal.signal(signal.SIGTERM, self.previous)
+
+
+def _nonfinite_error(step, metrics):
+  bad = [k for k, v in metrics.items() if k != 'finite' and not np.all(np.isfinite(v))]
+  values = ', '.join(f'{k}={float(np.ravel(metrics[k])[0])}' for k in bad)
+  return FloatingPointError(f'step {step}: non-finite {values}; the state was not updated and no '
+                            f'checkpoint of it was saved, the last good checkpoint is kept')
+
+
 def train_and_evaluate(config, workdir):
   """Pretrains per `config`, checkpointing into `workdir`; resumes from its latest checkpoint."""
   validation.validate_config(config)
@@ -179,13 +216,15 @@ def train_and_evaluate(config, workdir):
   mesh = make_mesh()
   model = models.build_model(config)
   tx = make_optimizer(config, len(examples))
-
-  manager = checkpoint_manager(workdir, config)
   state = jax.jit(functools.partial(create_train_state, config, model, tx),
                   out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))(
                       jax.random.key(config.seed))
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  if os.path.isdir(checkpoints):
+    validation.validate_checkpoint(state, checkpoint_manager(workdir, read_only=True))
+
+  manager = checkpoint_manager(workdir, config)
   if manager.latest_step() is not None:
-    validation.validate_checkpoint(state, manager)
     state = restore_state(manager, state)
     logging.info('resumed from step %d', int(state.step))
   start = int(state.step)
@@ -205,27 +244,41 @@ def train_and_evaluate(config, workdir):
                                             jax.process_count())
   schedule = learning_rate_schedule(config, len(examples))
   every = config.diagnostics_every_steps or config.log_every_steps
+  skipped = 0
   timer_step, timer = start, time.perf_counter()
-  for step, local in zip(range(start + 1, num_steps + 1), dataset.as_numpy_iterator()):
-    state, metrics = step_fn(state, global_batch(local, batch_sharding))
-    if step % config.log_every_steps == 0 or step == num_steps:
-      metrics = jax.device_get(metrics)
-      elapsed = time.perf_counter() - timer
-      images_per_second = (step - timer_step) * config.batch_size / elapsed
-      scalars = {k: v for k, v in metrics.items() if np.ndim(v) == 0}
-      if step % every:
-        scalars = {k: v for k, v in scalars.items() if k not in ('ldmi', 'effective_rank')}
-      scalars.update(learning_rate=schedule(step - 1), images_per_second=images_per_second)
-      writer.write_scalars(step, scalars)
-      if step % every == 0:
-        writer.write_histograms(step, {'eigenvalues_R1': metrics['eigenvalues_R1']})
-      eta = (num_steps - step) * elapsed / (step - timer_step)
-      if is_main:
-        print(f'step {step}/{num_steps}  loss {float(metrics["loss"]):.4f}  '
-              f'{images_per_second:.0f} img/s  ETA {eta / 60:.1f} min', flush=True)
-      timer_step, timer = step, time.perf_counter()
-    if step % config.checkpoint_every_steps == 0 or step == num_steps:
-      save_state(manager, state)
+  with _Preemption() as preemption:
+    for step, local in zip(range(start + 1, num_steps + 1), dataset.as_numpy_iterator()):
+      state, metrics = step_fn(state, global_batch(local, batch_sharding))
+      if not metrics['finite']:
+        error = _nonfinite_error(step, jax.device_get(metrics))
+        if skipped >= config.max_skipped_batches:
+          raise error
+        skipped += 1
+        logging.error('%s; batch skipped (%d of at most %d)', error, skipped,
+                      config.max_skipped_batches)
+      if step % config.log_every_steps == 0 or step == num_steps:
+        metrics = jax.device_get(metrics)
+        elapsed = time.perf_counter() - timer
+        images_per_second = (step - timer_step) * config.batch_size / elapsed
+        scalars = {k: v for k, v in metrics.items() if np.ndim(v) == 0 and k != 'finite'}
+        if step % every:
+          scalars = {k: v for k, v in scalars.items() if k not in ('ldmi', 'effective_rank')}
+        scalars.update(learning_rate=schedule(step - 1), images_per_second=images_per_second)
+        writer.write_scalars(step, scalars)
+        if step % every == 0:
+          writer.write_histograms(step, {'eigenvalues_R1': metrics['eigenvalues_R1']})
+        eta = (num_steps - step) * elapsed / (step - timer_step)
+        if is_main:
+          print(f'step {step}/{num_steps}  loss {float(metrics["loss"]):.4f}  '
+                f'{images_per_second:.0f} img/s  ETA {eta / 60:.1f} min', flush=True)
+        timer_step, timer = step, time.perf_counter()
+      preempted = preemption.reached(step)
+      if step % config.checkpoint_every_steps == 0 or step == num_steps or preempted:
+        save_state(manager, state)
+      if preempted:
+        if is_main:
+          print(f'preempted: saved step {step}, exiting', flush=True)
+        break
   manager.wait_until_finished()
   writer.flush()
   return state

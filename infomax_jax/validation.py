@@ -8,34 +8,65 @@ from infomax_jax import models
 from infomax_jax import augment
 
 
+def _require(condition, message):
+  if not condition:
+    raise ValueError(message)
+
+
 def validate_config(config):
-  losses.get(config.loss.name)
-  if config.model.name not in models.encoder_names():
-    raise ValueError(f'unknown model {config.model.name!r}; known models: '
-                     f'{", ".join(models.encoder_names())}')
-  if config.data.source not in input_pipeline.SOURCES:
-    raise ValueError(f'unknown data source {config.data.source!r}; known sources: '
-                     f'{", ".join(input_pipeline.SOURCES)}')
-  if config.data.source in ('archive', 'folder') and not config.data.path:
-    raise ValueError(f'data source {config.data.source!r} needs --config.data.path')
-  if config.data.source == 'tfds' and not config.data.tfds_name:
-    raise ValueError("data source 'tfds' needs --config.data.tfds_name")
-  if config.data.normalization not in augment.NORMALIZATION:
-    raise ValueError(f'unknown normalization {config.data.normalization!r}; known: '
-                     f'{", ".join(augment.NORMALIZATION)}')
+  """Names, ranges and divisibility, before any data is read or any file is written."""
+  module = losses.get(config.loss.name)
+  _require(config.model.name in models.encoder_names(),
+           f'unknown model {config.model.name!r}; known models: '
+           f'{", ".join(models.encoder_names())}')
+  data = config.data
+  _require(data.source in input_pipeline.SOURCES,
+           f'unknown data source {data.source!r}; known sources: '
+           f'{", ".join(input_pipeline.SOURCES)}')
+  _require(data.source not in ('archive', 'folder') or data.path,
+           f'data source {data.source!r} needs --config.data.path')
+  _require(data.source != 'tfds' or data.tfds_name,
+           "data source 'tfds' needs --config.data.tfds_name")
+  _require(data.normalization in augment.NORMALIZATION,
+           f'unknown normalization {data.normalization!r}; known: '
+           f'{", ".join(augment.NORMALIZATION)}')
+  _require(data.image_size > 0, f'data.image_size={data.image_size} must be positive')
+
   loss = config.loss
-  if 'lam' in loss and not 0.0 <= loss.lam < 1.0:
-    raise ValueError(f'forgetting factor loss.lam={loss.lam} must be in [0, 1)')
+  for name in ('lam', 'beta'):
+    _require(name not in loss or 0.0 <= loss[name] < 1.0,
+             f'forgetting factor loss.{name}={loss.get(name)} must be in [0, 1)')
+  _require('target_momentum' not in loss or 0.0 <= loss.target_momentum <= 1.0,
+           f'loss.target_momentum={loss.get("target_momentum")} must be in [0, 1]')
   for name in ('alpha', 'eps'):
-    if name in loss and loss[name] < 0:
-      raise ValueError(f'loss.{name}={loss[name]} must be non-negative')
-  if config.batch_size <= 0 or config.batch_size % jax.device_count():
-    raise ValueError(f'batch_size={config.batch_size} must be a positive multiple of the '
-                     f'{jax.device_count()} devices')
-  if config.model.width <= 0:
-    raise ValueError(f'model.width={config.model.width} must be positive')
-  if not config.projector.dims or min(config.projector.dims) <= 0:
-    raise ValueError(f'projector.dims={tuple(config.projector.dims)} must be positive sizes')
+    _require(name not in loss or loss[name] >= 0,
+             f'loss.{name}={loss.get(name)} must be non-negative')
+  for name in ('temperature', 'gamma', 'order', 'power_steps'):
+    _require(name not in loss or loss[name] > 0,
+             f'loss.{name}={loss.get(name)} must be positive')
+
+  devices = jax.device_count()
+  _require(config.batch_size > 0 and config.batch_size % devices == 0,
+           f'batch_size={config.batch_size} must be a positive multiple of the {devices} devices')
+  _require(config.total_steps > 0 or config.num_epochs > 0,
+           'set a positive num_epochs or total_steps')
+  for name in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
+    _require(config[name] > 0, f'{name}={config[name]} must be positive')
+  _require(config.diagnostics_every_steps >= 0,
+           f'diagnostics_every_steps={config.diagnostics_every_steps} must be >= 0')
+  _require(config.model.width > 0, f'model.width={config.model.width} must be positive')
+  dims = tuple(config.projector.dims)
+  _require(dims and min(dims) > 0, f'projector.dims={dims} must be positive sizes')
+  opt = config.optimizer
+  _require(opt.peak_lr > 0 and opt.min_lr >= 0 and opt.warmup_init_lr >= 0,
+           'optimizer learning rates must be positive (peak_lr) and non-negative')
+  _require(0.0 <= opt.momentum < 1.0, f'optimizer.momentum={opt.momentum} must be in [0, 1)')
+  _require(opt.weight_decay >= 0, f'optimizer.weight_decay={opt.weight_decay} must be >= 0')
+
+  # Tracing the loss on abstract embeddings catches its own option errors (e.g. loss.logdet).
+  views = {k: jax.ShapeDtypeStruct((config.batch_size, dims[-1]), np.float32)
+           for k in ('z1', 'z2', 't1', 't2')}
+  jax.eval_shape(lambda v: module.loss_fn(v, module.init_state(dims[-1], loss), loss), views)
 
 
 def validate_batch(config, num_train):

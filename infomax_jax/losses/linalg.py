@@ -39,22 +39,42 @@ def add_eps(m, eps):
   return m + eps * jnp.eye(m.shape[-1], dtype=m.dtype)
 
 
+def cholesky_with_jitter(m, tries=8):
+  """Cholesky factor of a symmetric PSD `m` (2-D).
+
+  float32 rounding can leave a nearly singular covariance slightly indefinite, and the plain
+  factorisation then returns NaN. Only in that case the factorisation is repeated with diagonal
+  jitter 1e-7·mean(diag m)·10^k, k = 0, 1, ..., until it succeeds (at most `tries` times).
+  """
+  chol = jnp.linalg.cholesky(m)
+  eye = jnp.eye(m.shape[-1], dtype=m.dtype)
+  scale = 1e-7 * jnp.trace(m) / m.shape[-1]
+
+  def failed(carry):
+    k, factor = carry
+    return (k < tries) & ~jnp.all(jnp.isfinite(factor))
+
+  def retry(carry):
+    k, _ = carry
+    return k + 1, jnp.linalg.cholesky(m + scale * 10.0**k * eye)
+
+  return jax.lax.while_loop(failed, retry, (0, chol))[1]
+
+
 @jax.custom_vjp
 def logdet_cholesky(m):
   """log det of an SPD matrix as 2·Σ log diag(chol(m)); the gradient is m⁻¹ by cho_solve."""
-  return 2.0 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(m), axis1=-2, axis2=-1)), -1)
+  return _logdet_fwd(m)[0]
 
 
 def _logdet_fwd(m):
-  chol = jnp.linalg.cholesky(m)
-  return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1), chol
+  chol = cholesky_with_jitter(m)
+  return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol))), chol
 
 
 def _logdet_bwd(chol, g):
-  eye = jnp.broadcast_to(jnp.eye(chol.shape[-1], dtype=chol.dtype), chol.shape)
-  inverse = jax.scipy.linalg.cho_solve((chol, True), eye)
-  inverse = 0.5 * (inverse + jnp.swapaxes(inverse, -1, -2))
-  return (g[..., None, None] * inverse,)
+  inverse = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(chol.shape[-1], dtype=chol.dtype))
+  return (g * 0.5 * (inverse + inverse.T),)
 
 
 logdet_cholesky.defvjp(_logdet_fwd, _logdet_bwd)
