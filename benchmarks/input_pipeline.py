@@ -21,7 +21,8 @@ PIL solarize, ToTensor + Normalize in NumPy, stacked into batches. It runs in th
 ('PIL x1') and in `--workers` forked processes ('PIL xN', like a DataLoader with num_workers=N,
 batches pickled back). The pipelines alternate for `--rounds` rounds of `--seconds` each, every
 round with a fresh iterator and an untimed warm-up batch; reported: the median img/s per
-pipeline and ours / reference.
+pipeline, ours / reference, and the CPU time per image of ours and of 'PIL x1' (this process's
+user + system time: what the pipelines cost regardless of how many cores are free).
 """
 import argparse
 import collections
@@ -31,6 +32,7 @@ import math
 import multiprocessing
 import os
 import random
+import resource
 import statistics
 import sys
 import tarfile
@@ -145,13 +147,19 @@ def make_cases(folder):
   }
 
 
+def _cpu_seconds():
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
 def time_loop(next_batch, batch, seconds):
+  """(images/s, CPU milliseconds of this process per image) after one untimed batch."""
   next_batch()
-  start, images = time.perf_counter(), 0
+  start, cpu, images = time.perf_counter(), _cpu_seconds(), 0
   while time.perf_counter() - start < seconds:
     next_batch()
     images += batch
-  return images / (time.perf_counter() - start)
+  return images / (time.perf_counter() - start), (_cpu_seconds() - cpu) / images * 1e3
 
 
 def ours_dataset(case):
@@ -192,9 +200,13 @@ def measure(name, pool, args):
                                        args.seconds))
     results[f'pil_x{args.workers}'].append(time_loop(pool_batches(pool, name, args.workers),
                                                      case['batch'], args.seconds))
-    print(f'  {name} round {r + 1}: ' + ', '.join(f'{k} {v[-1]:.0f}' for k, v in results.items()),
-          flush=True)
-  return {k: {'img_per_s': v, 'median': statistics.median(v)} for k, v in results.items()}
+    print(f'  {name} round {r + 1}: ' + ', '.join(f'{k} {v[-1][0]:.0f} img/s'
+                                                  for k, v in results.items()), flush=True)
+  report = {k: {'img_per_s': [x for x, _ in v], 'median': statistics.median(x for x, _ in v)}
+            for k, v in results.items()}
+  for k in ('ours', 'pil_x1'):   # the workers' CPU time is not this process's
+    report[k]['cpu_ms_per_img'] = statistics.median(c for _, c in results[k])
+  return report
 
 
 def main():
@@ -216,11 +228,12 @@ def main():
   report['load_average_after'] = os.getloadavg()
   reference = f'pil_x{args.workers}'
   print(f'\n{"case":12s} {"ours img/s":>11s} {"PIL x1":>8s} {"PIL x" + str(args.workers):>8s} '
-        f'{"ours/x1":>8s} {"ours/x" + str(args.workers):>8s}')
+        f'{"ours/x1":>8s} {"ours/x" + str(args.workers):>8s}   CPU ms/img ours, PIL x1')
   for name, result in report['cases'].items():
     ours, one, many = (result[k]['median'] for k in ('ours', 'pil_x1', reference))
     result['ratio_to_pil_x1'], result[f'ratio_to_{reference}'] = ours / one, ours / many
-    print(f'{name:12s} {ours:11.0f} {one:8.0f} {many:8.0f} {ours / one:8.2f} {ours / many:8.2f}')
+    print(f'{name:12s} {ours:11.0f} {one:8.0f} {many:8.0f} {ours / one:8.2f} {ours / many:8.2f}   '
+          f'{result["ours"]["cpu_ms_per_img"]:.3f}, {result["pil_x1"]["cpu_ms_per_img"]:.3f}')
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump(report, f, indent=2)

@@ -1,9 +1,11 @@
 """Thesis augmentations (App. B.1, Table B.1) as batched, stateless tf ops.
 
-Images are float32 [n, h, w, 3] in [0, 1]. Every random choice of a view comes from its row of
-uniform draws u [n, VIEW_DRAWS] (columns below), so a view is a pure function of its image and
-its row, whatever batch it is computed in. The definitions are those the official CorInfoMax
-code runs (torchvision transforms on PIL images):
+Decoded images are float32 [n, h, w, 3] (or one [h, w, 3]) in [0, 1]; the crops turn them into
+planar views [n, 3, s, s], on which the photometric ops run, and `normalize` returns the model's
+NHWC layout. Every random choice of a view comes from its row of uniform draws u [n, VIEW_DRAWS]
+(columns below), so a view is a pure function of its image and its row, whatever batch it is
+computed in. The definitions are those the official CorInfoMax code runs (torchvision
+transforms on PIL images):
 
 - random resized crop: torchvision RandomResizedCrop.get_params (10 attempts, then the central
   fallback); resampling with PIL's bicubic weights (a = -0.5, support widened when shrinking,
@@ -37,7 +39,6 @@ VIEW_PROBABILITIES = (
 )
 CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
-CROP_ATTEMPTS = 10
 JITTER = (0.4, 0.4, 0.2, 0.1)   # brightness, contrast, saturation, hue
 BLUR_SIGMA = (0.1, 2.0)
 BLUR_RADIUS = 6

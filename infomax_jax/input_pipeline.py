@@ -245,7 +245,8 @@ def _host_batches(start_step, global_batch, process_index, process_count, local_
   per_host = global_batch // process_count
   if per_host % local_devices:
     raise ValueError(f'per-host batch {per_host} (global batch {global_batch} over '
-                     f'{process_count} hosts) is not divisible by the {local_devices} local devices')
+                     f'{process_count} hosts) is not divisible by the {local_devices} local '
+                     'devices')
   offset = process_index * per_host
   return tf.data.Dataset.counter(start_step).map(lambda s: s * global_batch + offset), per_host
 

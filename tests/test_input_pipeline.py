@@ -123,8 +123,9 @@ def test_corrupt_member_of_archive_names_the_member(tmp_path):
   for cache in (True, False):
     config = tiny_config(**{'data.source': 'archive', 'data.path': path,
                             'data.cache_decoded': cache})
-    with pytest.raises(ValueError, match=f'^corrupt or unreadable image: {path}:root/test/dog/b.jpg$'):
+    with pytest.raises(ValueError) as error:
       input_pipeline.load_split(config.data, 'test')
+    assert str(error.value) == f'corrupt or unreadable image: {path}:root/test/dog/b.jpg'
 
 
 def test_unknown_or_missing_sources_are_one_line_errors(tmp_path):
