@@ -140,18 +140,19 @@ def random_resized_crop(image, u, size):
   into planar views [n, 3, size, size].
 
   `image` is either a batch [n, h, w, 3], one image per row of u [n, >= CROP_DRAWS] (one XLA
-  computation), or a single image [h, w, 3] of any size that every row of u crops (it is sliced
-  to each window before resampling).
+  computation), or a single image [h, w, 3] of any size that every row of u crops: its windows
+  are cut out first, zero-padded to a common size and resampled together.
   """
   if image.shape.rank == 4:
     return _random_resized_crop_batch(image, u, size)
   shape = tf.shape(image)
   top, left, h, w = crop_windows(u, shape[0], shape[1])
-  flip = u[:, _FLIP] < 0.5
-  return tf.concat([
-      resized_crop(image[None, top[i]:top[i] + h[i], left[i]:left[i] + w[i]], [0], [0],
-                   h[i:i + 1], w[i:i + 1], (size, size), flip[i:i + 1])
-      for i in range(u.shape[0])], axis=0)
+  crops = tf.stack([
+      tf.pad(image[top[i]:top[i] + h[i], left[i]:left[i] + w[i]],
+             [[0, tf.reduce_max(h) - h[i]], [0, tf.reduce_max(w) - w[i]], [0, 0]])
+      for i in range(u.shape[0])])
+  zeros = tf.zeros_like(top)
+  return resized_crop(crops, zeros, zeros, h, w, (size, size), u[:, _FLIP] < 0.5)
 
 
 def center_view(images, size):
