@@ -1,17 +1,28 @@
-"""Linear-probe job: frozen encoder features (before the projector) → linear classifier.
+"""Evaluation job: linear probe, weighted kNN and semi-supervised fine-tuning of an encoder.
 
-    python -m infomax_jax.probe --workdir=/tmp/demo [--encoders=trained,random] [--probe.epochs=100]
+    python -m infomax_jax.probe --workdir=/tmp/demo [--evaluations=linear,knn,semi]
+        [--encoders=trained,random] [--step=latest|N|all] [--force] [--noplots]
+        [--probe.<field>=<value> ...]
 
-Restores only the encoder (params and BatchNorm statistics) from the latest orbax checkpoint of a
-pretraining workdir and follows the thesis protocol (TRAINING.md): SGD momentum 0.9, no weight
-decay, batch 256, cosine learning rate 0.2 → 0.002. With `probe.augment=False` (default) the
-classifier trains on cached features of the test-transformed train split (fast path); with
-`probe.augment=True` every epoch re-augments the train split (random resized crop + flip).
-`random` evaluates a randomly initialised encoder of the same config: the baseline every
-self-supervised number must beat. Top-1/top-5 are printed and merged into <workdir>/probe.json.
+Evaluates the encoder (features before the projector) of a pretraining workdir's checkpoints —
+the latest, one step, or every saved step — and the encoder as the run initialised it (`random`,
+reported as step 0): the baseline every self-supervised number must beat. Protocols (TRAINING.md,
+docs/evaluation.md):
+
+  linear  linear classifier on frozen features, 100 epochs, batch 256, SGD momentum 0.9, no weight
+          decay, cosine lr 0.2 → 0.002 (`probe.schedule=step`: ImageNet-1K, 25 ÷10 every 20
+          epochs); on cached features of the test-transformed train split (default) or
+          re-augmented every epoch (`probe.augment=True`, reported as `linear_augmented`)
+  knn     weighted cosine kNN, k = 20 and 200, T = 0.07 (knn.py)
+  semi    fine-tuning encoder + head on 1 % and 10 % of the labels (finetune.py)
+
+Top-1/top-5 are merged into <workdir>/probe.json, keyed evaluation → encoder → step; results whose
+protocol is unchanged are not recomputed unless --force. The figures of plots.py are then written
+into the workdir.
 """
 import json
 import os
+import time
 
 from absl import app
 from absl import flags
@@ -23,167 +34,214 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
+from infomax_jax import evaluation
+from infomax_jax import finetune
 from infomax_jax import input_pipeline
+from infomax_jax import knn
 from infomax_jax import models
+from infomax_jax import plots
 from infomax_jax import train
+from infomax_jax import tsne
 
 FLAGS = flags.FLAGS
+ENCODERS = ('trained', 'random')
+EVALUATIONS = ('linear', 'knn', 'semi')
+SCHEDULES = ('cosine', 'step')
 
 
 def default_config():
-  """The thesis linear-probe protocol (TRAINING.md); override with --probe.<field>=<value>."""
+  """The thesis protocols (TRAINING.md); override with --probe.<field>=<value>."""
   return ml_collections.ConfigDict(dict(
-      epochs=100, batch_size=256, lr=0.2, min_lr=0.002, momentum=0.9, augment=False,
-      feature_batch_size=500))
+      epochs=100, batch_size=256, momentum=0.9, augment=False,
+      schedule='cosine', lr=0.2, min_lr=0.002,   # cosine: lr → min_lr
+      step_lr=25.0, step_epochs=20,              # step (ImageNet-1K): ÷10 every step_epochs
+      feature_batch_size=500,
+      knn=knn.default_config(), semi=finetune.default_config(), tsne=tsne.default_config()))
 
 
-ENCODERS = ('trained', 'random')
+def validate_probe_config(probe):
+  if probe.schedule not in SCHEDULES:
+    raise ValueError(f'unknown probe.schedule {probe.schedule!r}; choose from '
+                     f'{", ".join(SCHEDULES)}')
+  semi = probe.semi
+  if len(semi.fractions) != len(semi.head_lrs):
+    raise ValueError(f'probe.semi.fractions {tuple(semi.fractions)} and probe.semi.head_lrs '
+                     f'{tuple(semi.head_lrs)} must have the same length')
+  if not all(0 < f <= 1 for f in semi.fractions):
+    raise ValueError(f'probe.semi.fractions {tuple(semi.fractions)} must be in (0, 1]')
+  if semi.batch_size <= 0 or semi.batch_size % jax.device_count():
+    raise ValueError(f'probe.semi.batch_size={semi.batch_size} must be a positive multiple of '
+                     f'the {jax.device_count()} devices')
 
 
-def load_config(workdir):
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'no config.json in {workdir}: not a pretraining workdir')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+def protocols(probe, evaluations):
+  """{report name: (evaluation, protocol)}; a stored result counts only if its protocol matches."""
+  todo = {}
+  if 'linear' in evaluations:
+    protocol = dict(epochs=probe.epochs, batch_size=probe.batch_size, momentum=probe.momentum,
+                    schedule=probe.schedule)
+    protocol.update(dict(lr=probe.lr, min_lr=probe.min_lr) if probe.schedule == 'cosine' else
+                    dict(lr=probe.step_lr, step_epochs=probe.step_epochs))
+    todo['linear_augmented' if probe.augment else 'linear'] = ('linear', protocol)
+  if 'knn' in evaluations:
+    for k in probe.knn.k:
+      todo[f'knn_k{k}'] = ('knn', dict(k=int(k), temperature=probe.knn.temperature))
+  if 'semi' in evaluations:
+    semi = probe.semi
+    for fraction, head_lr in zip(semi.fractions, semi.head_lrs):
+      todo[f'semi_{fraction * 100:g}pct'] = ('semi', dict(
+          fraction=fraction, head_lr=head_lr, encoder_lr=semi.encoder_lr, epochs=semi.epochs,
+          batch_size=semi.batch_size, momentum=semi.momentum, step_epochs=semi.step_epochs,
+          head_factor=semi.head_factor, encoder_factor=semi.encoder_factor,
+          subset_seed=semi.subset_seed))
+  return todo
 
 
-def restore_encoder(config, workdir):
-  """(variables of the encoder, checkpoint step) from the latest checkpoint in `workdir`."""
-  manager = train.checkpoint_manager(workdir, read_only=True)
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints')
-  model = models.build_model(config)
-  abstract = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, config.data.image_size,
-                                                       config.data.image_size, 3)), train=False))
-  replicated = jax.sharding.NamedSharding(train.make_mesh(), jax.sharding.PartitionSpec())
-  item = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                      {'params': {'encoder': abstract['params']['encoder']},
-                       'batch_stats': {'encoder': abstract['batch_stats']['encoder']}})
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-      item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-      partial_restore=True))).state
-  return {'params': restored['params']['encoder'],
-          'batch_stats': restored['batch_stats']['encoder']}, step
+def linear_schedule(probe, steps_per_epoch):
+  if probe.schedule == 'step':
+    return optax.exponential_decay(probe.step_lr, probe.step_epochs * steps_per_epoch, 0.1,
+                                   staircase=True)
+  return optax.cosine_decay_schedule(probe.lr, probe.epochs * steps_per_epoch,
+                                     probe.min_lr / probe.lr)
 
 
-def random_encoder(config):
-  encoder = models.build_encoder(config.model)
-  size = config.data.image_size
-  return encoder.init(jax.random.key(config.seed + 1), jnp.zeros((1, size, size, 3)), train=False)
-
-
-def feature_extractor(config, mesh):
-  encoder = models.build_encoder(config.model)
-  sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.DATA_AXIS))
-  apply = jax.jit(lambda v, x: encoder.apply(v, x, train=False), out_shardings=sharded)
-
-  def extract(variables, dataset):
-    features, labels = [], []
-    for batch in dataset.as_numpy_iterator():
-      f = apply(variables, train.global_batch(batch['image'], sharded))
-      features.append(np.asarray(f)[batch['mask']])
-      labels.append(batch['label'][batch['mask']])
-    return np.concatenate(features), np.concatenate(labels)
-
-  return extract
-
-
-def make_classifier_step(num_classes, probe_config, num_steps):
+def linear_probe(probe, train_features, test_features, num_classes, seed):
+  """Trains a linear classifier; train_features(epoch) → (x, y) is called once per epoch with
+  `probe.augment`, else only for epoch 0. Returns test top-1/top-5 in %."""
+  x, y = map(jnp.asarray, train_features(0))
+  n = len(y)
+  steps = -(-n // probe.batch_size)
   head = nn.Dense(num_classes, kernel_init=models.linear_init)
-  schedule = optax.cosine_decay_schedule(probe_config.lr, num_steps,
-                                         probe_config.min_lr / probe_config.lr)
-  tx = optax.sgd(schedule, momentum=probe_config.momentum)
+  tx = optax.sgd(linear_schedule(probe, steps), momentum=probe.momentum)
 
-  @jax.jit
-  def step(carry, features, labels, mask):
+  def step(carry, batch):
     params, opt_state = carry
+    features, labels, mask = batch
 
     def loss_fn(p):
       ce = optax.softmax_cross_entropy_with_integer_labels(head.apply(p, features), labels)
       return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1)
 
-    grads = jax.grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+    updates, opt_state = tx.update(jax.grad(loss_fn)(params), opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), None
 
-  def init(rng, dim):
-    params = head.init(rng, jnp.zeros((1, dim)))
-    return params, tx.init(params)
+  @jax.jit
+  def train_epoch(carry, x, y, order, mask):
+    return jax.lax.scan(step, carry, (x[order], y[order], mask))[0]
 
-  return head, init, step
-
-
-def topk_accuracy(logits, labels, ks=(1, 5)):
-  order = np.argsort(-logits, axis=1)
-  return {f'top{k}': float(np.mean(np.any(order[:, :k] == labels[:, None], axis=1)) * 100)
-          for k in ks}
-
-
-def linear_probe(config, variables, train_examples, test_examples, mesh):
-  """Trains the linear classifier on frozen features; returns test top-1/top-5 in %."""
-  probe = config.probe
-  extract = feature_extractor(config, mesh)
-  batch = -(-probe.feature_batch_size // jax.device_count()) * jax.device_count()
-  test_x, test_y = extract(variables, input_pipeline.probe_dataset(
-      test_examples, config.data, batch, train=False))
-  n = len(train_examples)
-  steps_per_epoch = -(-n // probe.batch_size)
-  head, init, step = make_classifier_step(len(train_examples.class_names), probe,
-                                          probe.epochs * steps_per_epoch)
-  rng = np.random.default_rng(config.seed)
-  if not probe.augment:
-    train_x, train_y = extract(variables, input_pipeline.probe_dataset(
-        train_examples, config.data, batch, train=False))
-  carry = init(jax.random.key(config.seed), test_x.shape[1])
+  params = head.init(jax.random.key(seed), jnp.zeros((1, x.shape[1])))
+  carry = params, tx.init(params)
+  rng = np.random.default_rng(seed)
+  # The last batch of an epoch is topped up with repeats that the mask leaves out of the loss.
+  pad = steps * probe.batch_size - n
+  mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+  mask = mask.reshape(steps, probe.batch_size)
   for epoch in range(probe.epochs):
-    if probe.augment:
-      train_x, train_y = extract(variables, input_pipeline.probe_dataset(
-          train_examples, config.data, batch, train=True, seed=config.seed, epoch=epoch))
+    if epoch and probe.augment:
+      x, y = map(jnp.asarray, train_features(epoch))
     order = rng.permutation(n)
-    pad = steps_per_epoch * probe.batch_size - n
-    order = np.concatenate([order, order[:pad]])
-    mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    for s in range(steps_per_epoch):
-      idx = order[s * probe.batch_size:(s + 1) * probe.batch_size]
-      carry = step(carry, train_x[idx], train_y[idx],
-                   mask[s * probe.batch_size:(s + 1) * probe.batch_size])
-  logits = np.asarray(head.apply(carry[0], test_x))
-  return topk_accuracy(logits, test_y)
+    order = np.concatenate([order, order[:pad]]).reshape(steps, probe.batch_size)
+    carry = train_epoch(carry, x, y, order, mask)
+  if not all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(carry[0])):
+    raise FloatingPointError(f'the linear probe diverged (train features up to '
+                             f'{float(jnp.max(jnp.abs(x))):.3g}); lower probe.lr')
+  test_x, test_y = test_features
+  return evaluation.topk_accuracy(np.asarray(head.apply(carry[0], test_x)), test_y)
 
 
-def run_probe(config, workdir, encoders=ENCODERS):
-  """Evaluates the requested encoders, merges the results into <workdir>/probe.json."""
-  unknown = set(encoders) - set(ENCODERS)
-  if unknown:
-    raise ValueError(f'unknown encoder {sorted(unknown)[0]!r}; choose from {", ".join(ENCODERS)}')
-  candidates = {}
-  if 'trained' in encoders:
-    candidates['trained'] = restore_encoder(config, workdir)
-  if 'random' in encoders:
-    candidates['random'] = random_encoder(config), 0
-  train_examples = input_pipeline.load_split(config.data, config.data.train_split)
-  test_examples = input_pipeline.load_split(config.data, config.data.test_split)
+def evaluate_encoder(config, variables, pending, train_examples, test_examples, mesh):
+  """Yields (report name, result) for the `pending` protocols of one encoder; frozen features and
+  kNN neighbours are computed once and shared."""
+  probe = config.probe
+  encoder = models.build_encoder(config.model)
+  extract = evaluation.batched_apply(lambda v, x: encoder.apply(v, x, train=False), mesh)
+  batch = evaluation.batch_size_for(probe.feature_batch_size)
+  num_classes = len(train_examples.class_names)
+  cache = {}
+
+  def frozen(split):
+    if split not in cache:
+      examples = train_examples if split == 'train' else test_examples
+      cache[split] = extract(variables, input_pipeline.probe_dataset(
+          examples, config.data, batch, train=False))
+    return cache[split]
+
+  def augmented(epoch):
+    return extract(variables, input_pipeline.probe_dataset(
+        train_examples, config.data, batch, train=True, seed=config.seed, epoch=epoch))
+
+  for name, (kind, protocol) in pending.items():
+    start = time.perf_counter()
+    if kind == 'linear':
+      result = linear_probe(probe, augmented if probe.augment else lambda _: frozen('train'),
+                            frozen('test'), num_classes, config.seed)
+    elif kind == 'knn':
+      if 'knn' not in cache:
+        k = max(p['k'] for e, p in pending.values() if e == 'knn')
+        cache['knn'] = knn.neighbours(frozen('train')[0], frozen('test')[0], k,
+                                      probe.knn.chunk_size)
+      scores = knn.class_scores(*cache['knn'], frozen('train')[1], num_classes, protocol['k'],
+                                protocol['temperature'])
+      result = evaluation.topk_accuracy(scores, frozen('test')[1])
+    else:
+      result = finetune.fine_tune(config, variables, train_examples, test_examples,
+                                  protocol['fraction'], protocol['head_lr'], mesh)
+    result.update(protocol=protocol, seconds=round(time.perf_counter() - start, 1))
+    yield name, result
+
+
+def _check_names(requested, known, what):
+  unknown = [r for r in requested if r not in known]
+  if unknown or not requested:
+    raise ValueError(f'unknown {what} {unknown[0]!r}; choose from {", ".join(known)}' if unknown
+                     else f'no {what} requested; choose from {", ".join(known)}')
+
+
+def run_probe(config, workdir, encoders=ENCODERS, evaluations=EVALUATIONS, step='latest',
+              force=False, write_plots=True):
+  """Runs the requested evaluations and merges them into <workdir>/probe.json; returns the report.
+
+  Every check (names, protocol, checkpoints, architecture, labels) runs before anything is written.
+  """
+  _check_names(encoders, ENCODERS, 'encoder')
+  _check_names(evaluations, EVALUATIONS, 'evaluation')
+  validate_probe_config(config.probe)
+  manager, steps = evaluation.checkpoint_steps(workdir, step)
+  evaluation.validate_checkpoint(config, manager)
+  train_examples, test_examples = evaluation.labelled_splits(config.data)
+  if 'knn' in evaluations and max(config.probe.knn.k) > len(train_examples):
+    raise ValueError(f'kNN with k={max(config.probe.knn.k)} needs at least that many training '
+                     f'images; {config.data.train_split!r} has {len(train_examples)}')
   mesh = train.make_mesh()
-  path = os.path.join(workdir, 'probe.json')
-  report = {}
-  if os.path.isfile(path):
-    with open(path) as f:
-      report = json.load(f)
-  for name, (variables, step) in candidates.items():
-    result = linear_probe(config, variables, train_examples, test_examples, mesh)
-    result.update(step=int(step), epochs=config.probe.epochs, augment=bool(config.probe.augment))
-    report[f'linear/{name}'] = result
-    if jax.process_index() == 0:
-      print(f'linear probe, {name} encoder (step {step}): top-1 {result["top1"]:.2f}%  '
-            f'top-5 {result["top5"]:.2f}%', flush=True)
-  if jax.process_index() == 0:
-    with open(path, 'w') as f:
-      json.dump(report, f, indent=2)
+  todo = protocols(config.probe, evaluations)
+  runs = [('trained', s) for s in steps if 'trained' in encoders]
+  runs += [('random', 0)] if 'random' in encoders else []
+  report = evaluation.load_report(workdir)
+  is_main = jax.process_index() == 0
+  for encoder, number in runs:
+    done = lambda name: report.get(name, {}).get(encoder, {}).get(str(number), {}).get('protocol')
+    pending = {name: spec for name, spec in todo.items() if force or done(name) != spec[1]}
+    if not pending:
+      if is_main:
+        print(f'{encoder} encoder, step {number}: {", ".join(todo)} already in {evaluation.REPORT} '
+              '(--force to redo)', flush=True)
+      continue
+    variables = evaluation.submodule(
+        evaluation.restore_variables(config, manager, number, ('encoder',)) if encoder == 'trained'
+        else evaluation.initial_variables(config, ('encoder',)), 'encoder')
+    for name, result in evaluate_encoder(config, variables, pending, train_examples,
+                                         test_examples, mesh):
+      report.setdefault(name, {}).setdefault(encoder, {})[str(number)] = result
+      if is_main:
+        with open(os.path.join(workdir, evaluation.REPORT), 'w') as f:
+          json.dump(report, f, indent=2)
+        print(f'{name:>16}  {encoder:>7} encoder, step {number:>6}:  top-1 {result["top1"]:6.2f}%'
+              f'  top-5 {result["top5"]:6.2f}%  ({result["seconds"]:.0f} s)', flush=True)
+  if write_plots:
+    paths = plots.write_plots([workdir], workdir, config.probe.tsne, step=steps[-1])
+    if is_main:
+      print('wrote ' + ', '.join(paths), flush=True)
   return report
 
 
@@ -191,22 +249,27 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.ERROR)
-  config = FLAGS.config or load_config(FLAGS.workdir)
+  config = FLAGS.config or evaluation.load_config(FLAGS.workdir)
   config.probe = FLAGS.probe
-  run_probe(config, FLAGS.workdir, FLAGS.encoders)
+  run_probe(config, FLAGS.workdir, FLAGS.encoders, FLAGS.evaluations, FLAGS.step, FLAGS.force,
+            FLAGS.plots)
 
 
 def run():
   # Flags are defined here, not at import: configs import this module for default_config().
   config_flags.DEFINE_config_file('config', None, 'Pretraining config file; default: the '
                                   '<workdir>/config.json written by the pretraining job.')
-  config_flags.DEFINE_config_dict('probe', default_config(), 'Probe protocol.')
+  config_flags.DEFINE_config_dict('probe', default_config(), 'Evaluation protocols.')
   flags.DEFINE_string('workdir', None, 'Pretraining workdir (checkpoints/ and config.json).')
   flags.DEFINE_list('encoders', list(ENCODERS), 'Which encoders to evaluate.')
+  flags.DEFINE_list('evaluations', list(EVALUATIONS), 'Which evaluations to run.')
+  flags.DEFINE_string('step', 'latest', "Checkpoint: 'latest', a step number or 'all'.")
+  flags.DEFINE_bool('force', False, 'Recompute results already in probe.json.')
+  flags.DEFINE_bool('plots', True, 'Write the figures of infomax_jax.plots into the workdir.')
   flags.mark_flags_as_required(['workdir'])
   try:
     app.run(main)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
     raise SystemExit(f'error: {e}') from None
 
 

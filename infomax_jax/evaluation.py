@@ -1,0 +1,181 @@
+"""Shared by the evaluation jobs (probe.py, plots.py): pretraining workdirs, checkpoint steps,
+restoring the model, labelled splits, batched inference and accuracies.
+
+Everything here that can fail does so before the jobs write anything, with one line naming the
+problem: no config.json, no checkpoint, a checkpoint that does not match the config, a split
+without labels.
+"""
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from infomax_jax import input_pipeline
+from infomax_jax import models
+from infomax_jax import train
+from infomax_jax import validation
+
+REPORT = 'probe.json'   # evaluation → encoder → step → result, written by the probe job
+
+
+def load_config(workdir):
+  """The config.json a pretraining job wrote into `workdir`."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'no config.json in {workdir}: not a pretraining workdir')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_report(workdir):
+  """The probe job's results in `workdir` ({} if there are none yet)."""
+  path = os.path.join(workdir, REPORT)
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def checkpoint_steps(workdir, which='latest'):
+  """(read-only checkpoint manager, steps): `which` is 'latest', 'all' or a step number."""
+  manager = train.checkpoint_manager(workdir, read_only=True)
+  steps = list(manager.all_steps())
+  if not steps:
+    raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, "checkpoints")}')
+  which = str(which)
+  if which == 'latest':
+    return manager, [max(steps)]
+  if which == 'all':
+    return manager, sorted(steps)
+  if not which.isdigit():
+    raise ValueError(f"step={which!r}: expected 'latest', 'all' or a step number")
+  if int(which) not in steps:
+    raise ValueError(f'no checkpoint of step {which} in {workdir}; saved steps: '
+                     f'{", ".join(map(str, sorted(steps)))}')
+  return manager, [int(which)]
+
+
+def abstract_variables(config):
+  """Shapes of {'params', 'batch_stats'} of the pretraining model (encoder and projector)."""
+  model = models.build_model(config)
+  size = config.data.image_size
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
+                                           train=False))
+
+
+def _parts(variables, parts):
+  return {c: {p: variables[c][p] for p in parts if p in variables[c]}
+          for c in ('params', 'batch_stats')}
+
+
+def validate_checkpoint(config, manager):
+  """The checkpoint must hold the model this config builds (train-side check, before restoring).
+
+  Checks the latest step: the training job refuses to resume a workdir with another architecture,
+  so every step of a workdir shares it.
+  """
+  validation.validate_checkpoint(_parts(abstract_variables(config), ('encoder', 'projector')),
+                                 manager)
+
+
+def restore_variables(config, manager, step, parts=('encoder', 'projector')):
+  """{'params', 'batch_stats'} of the model's `parts` at checkpoint `step`, replicated."""
+  replicated = jax.sharding.NamedSharding(train.make_mesh(), jax.sharding.PartitionSpec())
+  item = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                      _parts(abstract_variables(config), parts))
+  return manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+      partial_restore=True))).state
+
+
+def initial_variables(config, parts=('encoder', 'projector')):
+  """The model as the pretraining run initialised it (same seed): the untrained baseline."""
+  model = models.build_model(config)
+  size = config.data.image_size
+  variables = model.init(jax.random.key(config.seed), jnp.zeros((2, size, size, 3)), train=False)
+  return _parts(variables, parts)
+
+
+def submodule(variables, name):
+  """{'params', 'batch_stats'} of one submodule ('encoder' or 'projector')."""
+  return {c: variables[c][name] for c in ('params', 'batch_stats') if name in variables[c]}
+
+
+def labelled_split(data_config, split):
+  """Examples of one split of the configured source; a split without labels is an error."""
+  examples = input_pipeline.load_split(data_config, split)
+  where = f'split {split!r} of data source {data_config.source!r}'
+  if len(examples.class_names) < 2:
+    raise ValueError(f'{where} has no labels: all {len(examples)} images are in one class '
+                     f'{examples.class_names[0]!r}; evaluation needs a labelled data set')
+  if examples.labels.min() < 0 or examples.labels.max() >= len(examples.class_names):
+    raise ValueError(f'{where} has no labels (label {examples.labels.min()} outside 0..'
+                     f'{len(examples.class_names) - 1}); evaluation needs a labelled data set')
+  return examples
+
+
+def labelled_splits(data_config):
+  """(train, test) Examples; both splits must have the same classes."""
+  train_examples = labelled_split(data_config, data_config.train_split)
+  test_examples = labelled_split(data_config, data_config.test_split)
+  if list(train_examples.class_names) != list(test_examples.class_names):
+    raise ValueError(f'splits {data_config.train_split!r} and {data_config.test_split!r} have '
+                     f'different classes ({len(train_examples.class_names)} vs '
+                     f'{len(test_examples.class_names)})')
+  return train_examples, test_examples
+
+
+def subset(examples, indices):
+  """The examples at `indices` (repeats allowed): every per-example field is indexed."""
+  def take(value):
+    if value is None:
+      return None
+    return value[indices] if isinstance(value, np.ndarray) else [value[i] for i in indices]
+
+  return dataclasses.replace(examples, **{
+      f.name: take(getattr(examples, f.name)) for f in dataclasses.fields(examples)
+      if f.name != 'class_names'})
+
+
+def balanced_subset(labels, fraction, seed):
+  """Sorted indices of round(fraction·n_c) (at least one) examples of every class c."""
+  rng = np.random.default_rng(seed)
+  picks = []
+  for c in np.unique(labels):
+    members = np.flatnonzero(labels == c)
+    picks.append(rng.choice(members, max(1, int(round(fraction * len(members)))), replace=False))
+  return np.sort(np.concatenate(picks))
+
+
+def batch_size_for(size):
+  """`size` rounded up to a multiple of the device count (batches are sharded over devices)."""
+  return -(-size // jax.device_count()) * jax.device_count()
+
+
+def batched_apply(fn, mesh):
+  """run(variables, dataset) → (outputs of fn(variables, images), labels) over the real examples
+  of a probe dataset; fn is jitted once, with the batch sharded over `mesh`."""
+  sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.DATA_AXIS))
+  apply = jax.jit(fn, out_shardings=sharded)
+
+  def run(variables, dataset):
+    outputs, labels = [], []
+    for batch in dataset.as_numpy_iterator():
+      out = apply(variables, train.global_batch(batch['image'], sharded))
+      outputs.append(jax.tree.map(lambda x: np.asarray(x)[batch['mask']], out))
+      labels.append(batch['label'][batch['mask']])
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *outputs), np.concatenate(labels)
+
+  return run
+
+
+def topk_accuracy(scores, labels, ks=(1, 5)):
+  """{'top1', 'top5'} in % of class scores [n, classes] against integer labels."""
+  order = np.argsort(-scores, axis=1, kind='stable')
+  return {f'top{k}': float(np.mean(np.any(order[:, :k] == labels[:, None], axis=1)) * 100)
+          for k in ks}

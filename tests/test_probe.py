@@ -1,0 +1,202 @@
+"""Evaluation suite: kNN and t-SNE maths, then every mode, the report, the figures and the errors
+of the probe job on one tiny pretraining run (checkpoints at steps 20 and 40)."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from infomax_jax import evaluation
+from infomax_jax import knn
+from infomax_jax import plots
+from infomax_jax import probe
+from infomax_jax import train
+from infomax_jax import tsne
+from tests.tiny import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def eval_config(**overrides):
+  """tiny_config pretrained for 40 steps (BatchNorm running statistics settle; after 4 steps the
+  inference-mode features reach 1e9), checkpoints at 20 and 40; protocols cut to seconds."""
+  return tiny_config(**{'total_steps': 40, 'checkpoint_every_steps': 20, 'log_every_steps': 20,
+                        'probe.semi.epochs': 1, 'probe.tsne.points': 200,
+                        'probe.tsne.iterations': 250, **overrides})
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('pretrained'))
+  train.train_and_evaluate(eval_config(), workdir)
+  return workdir
+
+
+@pytest.fixture
+def workdir(pretrained, tmp_path):
+  path = str(tmp_path / 'run')
+  shutil.copytree(pretrained, path)
+  return path
+
+
+def test_knn_matches_brute_force():
+  rng = np.random.default_rng(0)
+  train_x, test_x = rng.normal(size=(1037, 16)), rng.normal(size=(211, 16))
+  train_y = rng.integers(0, 7, len(train_x))
+  sims, indices = knn.neighbours(train_x, test_x, k=30, chunk_size=100)   # 11 × 3 chunks
+  unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  cosine = unit(test_x) @ unit(train_x).T
+  nearest = np.argsort(-cosine, axis=1)[:, :30]
+  np.testing.assert_array_equal(indices, nearest)
+  np.testing.assert_allclose(sims, np.take_along_axis(cosine, nearest, 1), atol=1e-5)
+  expected = np.zeros((len(test_x), 7))
+  for row in range(len(test_x)):
+    for j in nearest[row, :20]:
+      expected[row, train_y[j]] += np.exp(cosine[row, j] / 0.07)
+  np.testing.assert_allclose(knn.class_scores(sims, indices, train_y, 7, 20, 0.07), expected,
+                             rtol=1e-4)
+
+
+def test_tsne_calibrates_perplexity_and_separates_clusters():
+  rng = np.random.default_rng(0)
+  x = np.concatenate([rng.normal(loc=8.0 * c, size=(60, 10)) for c in range(3)]).astype(np.float32)
+  p = np.asarray(tsne.conditional_affinities(x, 20.0), np.float64)
+  np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+  entropy = -np.sum(p * np.log(np.maximum(p, 1e-30)), axis=1)
+  np.testing.assert_allclose(np.exp(entropy), 20.0, rtol=1e-3)
+  y = tsne.tsne(x, perplexity=20.0, iterations=500)
+  labels = np.repeat(np.arange(3), 60)
+  distances = np.sum((y[:, None] - y[None]) ** 2, axis=-1)
+  np.fill_diagonal(distances, np.inf)
+  assert np.all(labels[np.argmin(distances, axis=1)] == labels)
+
+
+def test_balanced_subset_is_fixed_and_balanced():
+  labels = np.repeat(np.arange(4), [100, 100, 50, 10])
+  subset = evaluation.balanced_subset(labels, 0.1, seed=0)
+  assert np.bincount(labels[subset]).tolist() == [10, 10, 5, 1]
+  np.testing.assert_array_equal(subset, evaluation.balanced_subset(labels, 0.1, seed=0))
+
+
+def _assert_png(path):
+  with open(path, 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  with Image.open(path) as image:
+    image.verify()
+  with Image.open(path) as image:
+    assert min(image.size) > 300
+
+
+def test_every_step_report_figures_rerun_and_force(workdir, monkeypatch, capsys):
+  config = eval_config()
+  report = probe.run_probe(config, workdir, evaluations=('linear', 'knn'), step='all')
+  assert evaluation.load_report(workdir) == report
+  assert sorted(report) == ['knn_k20', 'knn_k200', 'linear']
+  for encoders in report.values():
+    assert {e: list(steps) for e, steps in encoders.items()} == {
+        'trained': ['20', '40'], 'random': ['0']}
+    for result in (encoders['trained']['40'], encoders['random']['0']):
+      assert 15 < result['top1'] <= result['top5'] <= 100   # chance: 10 % top-1
+  assert report['linear']['trained']['40']['protocol'] == dict(
+      epochs=2, batch_size=256, momentum=0.9, schedule='cosine', lr=0.2, min_lr=0.002)
+  assert report['knn_k200']['random']['0']['protocol'] == dict(k=200, temperature=0.07)
+  steps, top1 = plots.accuracy_curves(report)['knn_k20']
+  assert steps.tolist() == [0, 20, 40] and np.all((top1 > 0) & (top1 <= 100))
+  scalars = plots.read_scalars(workdir)
+  assert scalars['loss'][0].tolist() == scalars['ldmi'][0].tolist() == [20, 40]
+  for name in plots.FILES:
+    _assert_png(os.path.join(workdir, name))
+
+  evaluated = []
+  real = probe.evaluate_encoder
+  monkeypatch.setattr(probe, 'evaluate_encoder',
+                      lambda *args: evaluated.append(sorted(args[2])) or real(*args))
+  assert probe.run_probe(config, workdir, evaluations=('linear', 'knn'), step='all',
+                         write_plots=False) == report
+  assert evaluated == [] and 'already in probe.json' in capsys.readouterr().out
+  config.probe.knn.temperature = 0.1        # a changed protocol redoes only what it changes
+  probe.run_probe(config, workdir, encoders=('trained',), write_plots=False,
+                  evaluations=('linear', 'knn'))
+  assert evaluated == [['knn_k20', 'knn_k200']]
+  evaluated.clear()
+  forced = probe.run_probe(config, workdir, encoders=('random',), evaluations=('knn',),
+                           force=True, write_plots=False)
+  assert evaluated == [['knn_k20', 'knn_k200']]
+  assert forced['knn_k20']['random']['0']['protocol']['temperature'] == 0.1
+  assert forced['knn_k20']['trained']['20'] == report['knn_k20']['trained']['20']
+
+
+def test_linear_probe_with_augmentation(workdir):
+  report = probe.run_probe(eval_config(**{'probe.augment': True}), workdir, encoders=('trained',),
+                           evaluations=('linear',), write_plots=False)
+  assert list(report) == ['linear_augmented']
+  assert 15 < report['linear_augmented']['trained']['40']['top1'] <= 100
+
+
+def test_semi_supervised_fine_tuning(workdir):
+  report = probe.run_probe(eval_config(), workdir, encoders=('trained',), evaluations=('semi',),
+                           write_plots=False)
+  assert sorted(report) == ['semi_10pct', 'semi_1pct']
+  one, ten = report['semi_1pct']['trained']['40'], report['semi_10pct']['trained']['40']
+  assert (one['examples'], one['batch_size']) == (100, 96)     # 10 per class; 8 devices
+  assert (ten['examples'], ten['batch_size']) == (1000, 256)
+  assert one['protocol']['head_lr'] == 30.0 and ten['protocol']['head_lr'] == 20.0
+  for result in (one, ten):
+    assert 0 <= result['top1'] <= result['top5'] <= 100
+
+
+def test_plots_command_overlays_workdirs(pretrained, workdir, tmp_path):
+  out = tmp_path / 'figures'
+  result = subprocess.run(
+      [sys.executable, '-m', 'infomax_jax.plots', f'--workdir={pretrained}',
+       f'--workdir={workdir}', f'--out={out}', '--tsne.points=100', '--tsne.iterations=100'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  for name in plots.FILES:
+    _assert_png(out / name)
+
+
+def _break(workdir, tmp_path, case):
+  """Makes `workdir` fail in one way; returns the expected error."""
+  if case == 'no checkpoint':
+    shutil.rmtree(os.path.join(workdir, 'checkpoints'))
+    return f'no checkpoint in {workdir}/checkpoints'
+  config = evaluation.load_config(workdir)
+  if case == 'architecture':
+    config.model.width = 0.25
+    expected = 'does not match the config: '
+  else:
+    for split in ('train', 'test'):
+      os.makedirs(tmp_path / 'unlabelled' / split / 'images')
+      for i in range(8):
+        Image.new('RGB', (16, 16), (30 * i, 0, 0)).save(
+            tmp_path / 'unlabelled' / split / 'images' / f'{i}.png')
+    config.data.source, config.data.path = 'folder', str(tmp_path / 'unlabelled')
+    expected = "of data source 'folder' has no labels: all 8 images are in one class"
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort())
+  return expected
+
+
+@pytest.mark.parametrize('case', ['no checkpoint', 'architecture', 'no labels'])
+def test_errors_write_nothing(workdir, tmp_path, case):
+  expected = _break(workdir, tmp_path, case)
+  before = sorted(os.listdir(workdir))
+  with pytest.raises((ValueError, FileNotFoundError), match=re.escape(expected)):
+    probe.run_probe(evaluation.load_config(workdir), workdir)
+  with pytest.raises((ValueError, FileNotFoundError), match=re.escape(expected)):
+    plots.write_plots([workdir], str(tmp_path / 'figures'), eval_config().probe.tsne)
+  assert sorted(os.listdir(workdir)) == before and not os.path.exists(tmp_path / 'figures')
+
+
+def test_command_error_is_one_line(workdir, tmp_path):
+  expected = _break(workdir, tmp_path, 'no checkpoint')
+  result = subprocess.run([sys.executable, '-m', 'infomax_jax.probe', f'--workdir={workdir}'],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == f'error: {expected}'
+  assert not os.path.exists(os.path.join(workdir, evaluation.REPORT))
