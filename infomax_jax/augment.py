@@ -226,8 +226,8 @@ def color_jitter(x, apply, factor_draws, order_draws, strengths=JITTER):
   """torchvision ColorJitter on the images where `apply`: brightness, contrast and saturation
   factors ~ U(max(0, 1 − s), 1 + s), hue shift ~ U(−h, h), applied in a random order per image
   (the argsort of order_draws): clip(f·x), blends with the mean gray level and with the gray
-  image, HSV hue rotation. The three blends before the hue in an image's order run first, then
-  the hue (computed once), then those after it."""
+  image, HSV hue rotation. The blends that precede the hue in an image's order run first, then
+  the hue (computed once), then the blends that follow it."""
   low = tf.constant([max(0.0, 1 - s) for s in strengths[:3]] + [-strengths[3]])
   high = tf.constant([1 + s for s in strengths[:3]] + [strengths[3]])
   factors = low + (high - low) * factor_draws
@@ -308,7 +308,7 @@ def photometric(x, u, probabilities):
   n = x.shape[0]
   p = {k: tf.broadcast_to(tf.cast(v, tf.float32), tf.shape(u)[:1])
        for k, v in probabilities.items()}
-  if n is None or n * x.shape[1:].num_elements() * 4 <= CHUNK_BYTES:
+  if not x.shape.is_fully_defined() or n * x.shape[1:].num_elements() * 4 <= CHUNK_BYTES:
     return _photometric(x, u, p)
   chunk = max(1, CHUNK_BYTES // (x.shape[1:].num_elements() * 4))
   return tf.concat([_photometric(x[i:i + chunk], u[i:i + chunk],
