@@ -153,12 +153,9 @@ def plot_tsne(runs, path):
   plt.close(fig)
 
 
-def write_plots(workdirs, out, tsne_config, step=None):
-  """Writes FILES into `out` for the given workdirs; returns their paths.
-
-  Every workdir is checked (config, checkpoint, architecture, labelled test split) before
-  anything is computed or written.
-  """
+def check_workdirs(workdirs, step=None):
+  """Checks every workdir (config, checkpoint, architecture, labelled test split) before anything
+  is computed or written; returns what write_plots draws from."""
   checked = []
   for workdir in workdirs:
     config = evaluation.load_config(workdir)
@@ -166,6 +163,11 @@ def write_plots(workdirs, out, tsne_config, step=None):
     evaluation.validate_checkpoint(config, manager)
     examples = evaluation.labelled_split(config.data, config.data.test_split)
     checked.append((workdir, config, manager, steps[-1], examples))
+  return checked
+
+
+def write_plots(checked, out, tsne_config):
+  """Writes FILES into `out` for the workdirs of check_workdirs; returns their paths."""
   mesh = train.make_mesh()
   runs = []
   for workdir, config, manager, at, examples in checked:
@@ -191,7 +193,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.ERROR)
-  paths = write_plots(FLAGS.workdir, FLAGS.out, FLAGS.tsne, FLAGS.step)
+  paths = write_plots(check_workdirs(FLAGS.workdir, FLAGS.step), FLAGS.out, FLAGS.tsne)
   print('wrote ' + ', '.join(paths), flush=True)
 
 

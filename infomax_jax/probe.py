@@ -140,8 +140,7 @@ def linear_probe(probe, train_features, test_features, num_classes, seed):
   for epoch in range(probe.epochs):
     if epoch and probe.augment:
       x, y = map(jnp.asarray, train_features(epoch))
-    order = rng.permutation(n)
-    order = np.concatenate([order, order[:pad]]).reshape(steps, probe.batch_size)
+    order = np.resize(rng.permutation(n), (steps, probe.batch_size))   # repeats fill the end
     carry = train_epoch(carry, x, y, order, mask)
   if not all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(carry[0])):
     raise FloatingPointError(f'the linear probe diverged (train features up to '
@@ -210,6 +209,7 @@ def run_probe(config, workdir, encoders=ENCODERS, evaluations=EVALUATIONS, step=
   manager, steps = evaluation.checkpoint_steps(workdir, step)
   evaluation.validate_checkpoint(config, manager)
   train_examples, test_examples = evaluation.labelled_splits(config.data)
+  figures = plots.check_workdirs([workdir], steps[-1]) if write_plots else None
   if 'knn' in evaluations and max(config.probe.knn.k) > len(train_examples):
     raise ValueError(f'kNN with k={max(config.probe.knn.k)} needs at least that many training '
                      f'images; {config.data.train_split!r} has {len(train_examples)}')
@@ -239,7 +239,7 @@ def run_probe(config, workdir, encoders=ENCODERS, evaluations=EVALUATIONS, step=
         print(f'{name:>16}  {encoder:>7} encoder, step {number:>6}:  top-1 {result["top1"]:6.2f}%'
               f'  top-5 {result["top5"]:6.2f}%  ({result["seconds"]:.0f} s)', flush=True)
   if write_plots:
-    paths = plots.write_plots([workdir], workdir, config.probe.tsne, step=steps[-1])
+    paths = plots.write_plots(figures, workdir, config.probe.tsne)
     if is_main:
       print('wrote ' + ', '.join(paths), flush=True)
   return report

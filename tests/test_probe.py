@@ -82,6 +82,23 @@ def test_balanced_subset_is_fixed_and_balanced():
   np.testing.assert_array_equal(subset, evaluation.balanced_subset(labels, 0.1, seed=0))
 
 
+def test_linear_schedules():
+  config = probe.default_config()
+  cosine = probe.linear_schedule(config, steps_per_epoch=10)          # 100 epochs
+  np.testing.assert_allclose([cosine(0), cosine(1000)], [0.2, 0.002], rtol=1e-5)
+  config.schedule = 'step'                                             # ImageNet-1K
+  step = probe.linear_schedule(config, steps_per_epoch=10)
+  np.testing.assert_allclose([step(0), step(199), step(200), step(999)], [25, 25, 2.5, 25e-4],
+                             rtol=1e-5)
+
+
+def test_linear_probe_divergence_is_an_error():
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(64, 8)).astype(np.float32) * 1e20, rng.integers(0, 3, 64)
+  with pytest.raises(FloatingPointError, match='the linear probe diverged'):
+    probe.linear_probe(eval_config().probe, lambda _: (x, y), (x, y), 3, seed=0)
+
+
 def _assert_png(path):
   with open(path, 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
@@ -138,15 +155,15 @@ def test_linear_probe_with_augmentation(workdir):
 
 
 def test_semi_supervised_fine_tuning(workdir):
-  report = probe.run_probe(eval_config(), workdir, encoders=('trained',), evaluations=('semi',),
+  names = probe.protocols(probe.default_config(), ('semi',))
+  assert {n: p['head_lr'] for n, (_, p) in names.items()} == {'semi_1pct': 30.0, 'semi_10pct': 20.0}
+  config = eval_config(**{'probe.semi.fractions': (0.01,), 'probe.semi.head_lrs': (30.0,)})
+  report = probe.run_probe(config, workdir, encoders=('trained',), evaluations=('semi',),
                            write_plots=False)
-  assert sorted(report) == ['semi_10pct', 'semi_1pct']
-  one, ten = report['semi_1pct']['trained']['40'], report['semi_10pct']['trained']['40']
-  assert (one['examples'], one['batch_size']) == (100, 96)     # 10 per class; 8 devices
-  assert (ten['examples'], ten['batch_size']) == (1000, 256)
-  assert one['protocol']['head_lr'] == 30.0 and ten['protocol']['head_lr'] == 20.0
-  for result in (one, ten):
-    assert 0 <= result['top1'] <= result['top5'] <= 100
+  result = report['semi_1pct']['trained']['40']
+  assert (result['examples'], result['batch_size']) == (100, 96)   # 10 a class; 8 devices
+  assert result['protocol']['fraction'] == 0.01 and result['protocol']['epochs'] == 1
+  assert 0 <= result['top1'] <= result['top5'] <= 100
 
 
 def test_plots_command_overlays_workdirs(pretrained, workdir, tmp_path):
@@ -189,8 +206,8 @@ def test_errors_write_nothing(workdir, tmp_path, case):
   with pytest.raises((ValueError, FileNotFoundError), match=re.escape(expected)):
     probe.run_probe(evaluation.load_config(workdir), workdir)
   with pytest.raises((ValueError, FileNotFoundError), match=re.escape(expected)):
-    plots.write_plots([workdir], str(tmp_path / 'figures'), eval_config().probe.tsne)
-  assert sorted(os.listdir(workdir)) == before and not os.path.exists(tmp_path / 'figures')
+    plots.check_workdirs([workdir])
+  assert sorted(os.listdir(workdir)) == before
 
 
 def test_command_error_is_one_line(workdir, tmp_path):
