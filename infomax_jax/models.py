@@ -10,7 +10,9 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-# PyTorch initialisations, so that runs compare with the official code.
+# PyTorch initialisations, so that runs compare with the official code. BatchNorm uses the
+# two-pass variance mean((x − mean)²), as PyTorch: E[x²] − E[x]² cancels catastrophically in float32
+# and then depends on the reduction order, i.e. on the number of devices.
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')   # kaiming_normal_, fan_out
 linear_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')  # nn.Linear default
 
@@ -66,7 +68,7 @@ class ResNet(nn.Module):
     conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, padding='SAME',
                              dtype=self.dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+                             epsilon=1e-5, dtype=self.dtype, use_fast_variance=False)
     base = max(1, int(round(64 * self.width)))
     x = x.astype(self.dtype)
     if self.cifar_stem:
@@ -98,7 +100,7 @@ class Projector(nn.Module):
                    dtype=self.dtype)(x)
       if self.hidden_batchnorm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         dtype=self.dtype)(x)
+                         dtype=self.dtype, use_fast_variance=False)(x)
       x = nn.relu(x)
     x = nn.Dense(self.dims[-1], use_bias=False, kernel_init=linear_init, dtype=self.dtype)(x)
     x = x.astype(jnp.float32)

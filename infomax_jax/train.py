@@ -219,12 +219,9 @@ def train_and_evaluate(config, workdir):
   state = jax.jit(functools.partial(create_train_state, config, model, tx),
                   out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))(
                       jax.random.key(config.seed))
-  checkpoints = os.path.join(workdir, 'checkpoints')
-  if os.path.isdir(checkpoints):
-    validation.validate_checkpoint(state, checkpoint_manager(workdir, read_only=True))
-
   manager = checkpoint_manager(workdir, config)
   if manager.latest_step() is not None:
+    validation.validate_checkpoint(state, manager)
     state = restore_state(manager, state)
     logging.info('resumed from step %d', int(state.step))
   start = int(state.step)
@@ -238,10 +235,19 @@ def train_and_evaluate(config, workdir):
     logging.info('training already complete at step %d', start)
     return state
 
-  step_fn = compile_train_step(config, model, tx, mesh, num_steps)
   batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
   dataset = input_pipeline.pretrain_dataset(examples, config, start, jax.process_index(),
                                             jax.process_count())
+  global_batch_spec = {
+      name: jax.ShapeDtypeStruct((config.batch_size, *spec.shape[1:]), spec.dtype.as_numpy_dtype,
+                                 sharding=batch_sharding)
+      for name, spec in dataset.element_spec.items()}
+  step_fn = compile_train_step(config, model, tx, mesh, num_steps).lower(
+      state, global_batch_spec).compile()
+  if jax.process_count() > 1:
+    # Every process has compiled before the first collective: no process times out waiting for
+    # another's compilation (gloo on CPU waits 30 s).
+    multihost_utils.sync_global_devices('train step compiled')
   schedule = learning_rate_schedule(config, len(examples))
   every = config.diagnostics_every_steps or config.log_every_steps
   skipped = 0
