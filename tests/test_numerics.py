@@ -1,0 +1,42 @@
+"""Log-det robustness in float32 at eps = 1e-8 (docs/reliability.md): float32 against float64 on
+the spectrum of a trained demo checkpoint and on synthetic ill-conditioned and rank-deficient
+spectra, P ∈ {64, 256, 1024}."""
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from infomax_jax.losses import linalg
+
+EPS = 1e-8
+DEMO_SPECTRUM = os.path.join(os.path.dirname(__file__), 'data', 'demo_R1_eigenvalues.npy')
+
+
+def _spectra():
+  demo = np.load(DEMO_SPECTRUM)   # R1 of configs/demo.py after 300 steps (P = 64)
+  cases = [('demo-checkpoint', demo)]
+  for p in (64, 256, 1024):
+    cases.append((f'log-spaced-{p}', np.logspace(-1, -8, p)))     # condition 1e7
+    rank_deficient = np.zeros(p)
+    rank_deficient[:p // 4] = np.logspace(-1, -4, p // 4)          # N < P: 3/4 of it is eps
+    cases.append((f'rank-deficient-{p}', rank_deficient))
+  return cases
+
+
+@pytest.mark.parametrize('name,spectrum', _spectra(), ids=[n for n, _ in _spectra()])
+def test_float32_logdet_matches_float64(name, spectrum):
+  rng = np.random.default_rng(len(spectrum))
+  q, _ = np.linalg.qr(rng.normal(size=(len(spectrum), len(spectrum))))
+  m64 = (q * spectrum) @ q.T
+  exact = np.linalg.slogdet(m64 + EPS * np.eye(len(spectrum)))
+  assert exact.sign > 0
+  m32 = linalg.add_eps(jax.numpy.asarray(m64, np.float32), EPS)
+  value, grad = jax.jit(jax.value_and_grad(linalg.logdet_cholesky))(m32)
+  assert np.isfinite(value) and np.all(np.isfinite(grad)), name
+  relative = abs(float(value) - exact.logabsdet) / abs(exact.logabsdet)
+  # Measured: demo 1e-7; condition 1e7: 1.1e-5 (P=64) to 1.0e-4 (P=1024); rank-deficient float32
+  # matrices carry rounding of ~1e-8·‖M‖ in the null space, the size of eps itself, and keep a
+  # few per mille. The gradient is finite in every case.
+  tolerance = {'demo': 1e-5, 'log': 2e-4, 'rank': 5e-3}[name.split('-')[0]]
+  assert relative <= tolerance, (name, relative)
