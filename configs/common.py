@@ -21,11 +21,10 @@ def base_config(arg=None):
       source='sample', path='', tfds_name='', tfds_data_dir='', cache_decoded=True,
       train_split='train', test_split='test', image_size=32, normalization='cifar10'))
   config.model = ml_collections.ConfigDict(dict(name='resnet18', width=1.0, cifar_stem=True))
-  config.projector = ml_collections.ConfigDict(dict(
-      dims=(2048, 2048, 64), hidden_batchnorm=False, l2_normalize=True))
   config.loss = losses.default_config(words[0] if words else 'corinfomax')
-  # VICReg, Barlow Twins and the spectral loss (which clips norms itself) use raw outputs.
-  config.projector.l2_normalize = config.loss.name not in ('vicreg', 'barlow', 'spectral')
+  config.projector = ml_collections.ConfigDict(dict(
+      dims=(2048, 2048, 64), hidden_batchnorm=False,
+      l2_normalize=losses.get(config.loss.name).L2_NORMALIZED_EMBEDDINGS))
   config.optimizer = ml_collections.ConfigDict(dict(
       peak_lr=0.5, min_lr=1e-6, warmup_init_lr=0.003, warmup_epochs=10, warmup_steps=0,
       momentum=0.9, weight_decay=1e-4))

@@ -1,5 +1,6 @@
-"""Loss registry: `config.loss.name` → module with `default_config()`, `init_state(dim, config)`
-and `loss_fn(views, state, config) -> (loss, new_state, metrics)` (LOSSES.md).
+"""Loss registry: `config.loss.name` → module with `L2_NORMALIZED_EMBEDDINGS` (whether the
+projector L2-normalises its output for it), `default_config()`, `init_state(dim, config)` and
+`loss_fn(views, state, config) -> (loss, new_state, metrics)` (LOSSES.md).
 
 Optional module attributes: `uses_target_network(config) -> bool` (the train step then adds
 momentum-encoder embeddings t1, t2 to `views` and keeps an EMA target in the TrainState, with

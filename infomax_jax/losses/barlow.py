@@ -12,6 +12,10 @@ import jax.numpy as jnp
 import ml_collections
 
 
+# Raw projector outputs: the projector does not L2-normalise for this loss.
+L2_NORMALIZED_EMBEDDINGS = False
+
+
 def default_config():
   """The paper's off-diagonal weight λ = 5e-3 and BatchNorm's epsilon."""
   return ml_collections.ConfigDict(dict(lambd=5e-3, bn_eps=1e-5))

@@ -14,6 +14,10 @@ import ml_collections
 from infomax_jax.losses import linalg
 
 
+# The projector L2-normalises its output for this loss (configs/common.py reads this).
+L2_NORMALIZED_EMBEDDINGS = True
+
+
 def default_config():
   """Thesis CIFAR-10 values (Table B.2); eps = 1e-8 in every thesis run."""
   return ml_collections.ConfigDict(dict(alpha=250.0, lam=0.01, eps=1e-8, cov_init=1.0))

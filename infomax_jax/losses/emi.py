@@ -35,6 +35,10 @@ from infomax_jax.losses import linalg
 LOGDETS = ('exact', 'taylor')
 
 
+# The projector L2-normalises its output for this loss (configs/common.py reads this).
+L2_NORMALIZED_EMBEDDINGS = True
+
+
 def default_config():
   """Project defaults; lam, eps and cov_init as CorInfoMax's CIFAR-10 values (thesis Table B.2)."""
   return ml_collections.ConfigDict(dict(

@@ -39,6 +39,10 @@ FORMS = ('oja', 'gha')
 TARGETS = ('ema', 'online')
 
 
+# The projector L2-normalises its output for this loss (configs/common.py reads this).
+L2_NORMALIZED_EMBEDDINGS = True
+
+
 def default_config():
   """Project defaults: s = 1 gives the spectral loss with mu = 1 (the CIFAR value)."""
   return ml_collections.ConfigDict(dict(form='oja', target='ema', beta=0.9, scale=1.0,

@@ -14,6 +14,10 @@ import ml_collections
 from infomax_jax.losses import linalg
 
 
+# The projector L2-normalises its output for this loss (configs/common.py reads this).
+L2_NORMALIZED_EMBEDDINGS = True
+
+
 def default_config():
   """τ = 0.2, the CIFAR value (LOSSES.md §4); 0.1 for ImageNet."""
   return ml_collections.ConfigDict(dict(temperature=0.2))

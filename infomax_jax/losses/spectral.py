@@ -14,6 +14,10 @@ import ml_collections
 from infomax_jax.losses import linalg
 
 
+# Raw projector outputs: the projector does not L2-normalise for this loss.
+L2_NORMALIZED_EMBEDDINGS = False
+
+
 def default_config():
   """mu = 1, the official CIFAR value."""
   return ml_collections.ConfigDict(dict(mu=1.0))

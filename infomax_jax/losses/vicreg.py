@@ -11,6 +11,10 @@ import jax.numpy as jnp
 import ml_collections
 
 
+# Raw projector outputs: the projector does not L2-normalise for this loss.
+L2_NORMALIZED_EMBEDDINGS = False
+
+
 def default_config():
   """The paper's coefficients λ = μ = 25, ν = 1 and the std epsilon 1e-4."""
   return ml_collections.ConfigDict(dict(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0,
