@@ -1,30 +1,49 @@
-"""Defaults shared by every experiment config; a config file starts from `base_config(arg)`.
+"""Defaults shared by every experiment config; a config file starts from `base_config(...)`.
 
 `arg` is the text after the colon in `--config=configs/<file>.py:<arg>`: comma-separated words,
-here the loss name (e.g. `configs/cifar10.py:corinfomax`).
+an architecture (`r18`, `r50`) where the data set has several, and a loss name, in any order
+(e.g. `configs/imagenet100.py:r50,emi`).
 """
 import ml_collections
 
 from infomax_jax import losses
 from infomax_jax import probe
 
+ARCHITECTURES = {'r18': 'resnet18', 'r50': 'resnet50'}
 
-def base_config(arg=None):
-  words = [w for w in (arg or '').split(',') if w]
+
+def parse_arg(arg, architectures, default_architecture):
+  """(architecture, loss name) from a config argument; one-line error for anything else."""
+  architecture, loss = default_architecture, 'corinfomax'
+  for word in [w.strip() for w in (arg or '').split(',') if w.strip()]:
+    if word in architectures:
+      architecture = word
+    elif word in losses.names():
+      loss = word
+    else:
+      raise ValueError(f'unknown config argument {word!r}; expected one of the architectures '
+                       f'{", ".join(architectures)} and/or a loss ({", ".join(losses.names())})')
+  return architecture, loss
+
+
+def base_config(loss='corinfomax', architecture='r18'):
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.batch_size = 512            # global, over all devices and hosts
   config.num_epochs = 1000           # of the training split; total_steps > 0 overrides it
   config.total_steps = 0
+  config.compute_dtype = 'float32'   # 'bfloat16': encoder/projector compute; params, losses f32
 
   config.data = ml_collections.ConfigDict(dict(
       source='sample', path='', tfds_name='', tfds_data_dir='', cache_decoded=True,
       train_split='train', test_split='test', image_size=32, normalization='cifar10'))
-  config.model = ml_collections.ConfigDict(dict(name='resnet18', width=1.0, cifar_stem=True))
-  config.loss = losses.default_config(words[0] if words else 'corinfomax')
+  config.model = ml_collections.ConfigDict(dict(
+      name=ARCHITECTURES[architecture], width=1.0, cifar_stem=True))
+  config.loss = losses.default_config(loss)
+  module = losses.get(loss)
   config.projector = ml_collections.ConfigDict(dict(
-      dims=(2048, 2048, 64), hidden_batchnorm=False,
-      l2_normalize=losses.get(config.loss.name).L2_NORMALIZED_EMBEDDINGS))
+      dims=(2048, 2048, 64), hidden_batchnorm=module.PROJECTOR_HIDDEN_BATCHNORM,
+      l2_normalize=module.L2_NORMALIZED_EMBEDDINGS))
   config.optimizer = ml_collections.ConfigDict(dict(
       peak_lr=0.5, min_lr=1e-6, warmup_init_lr=0.003, warmup_epochs=10, warmup_steps=0,
       momentum=0.9, weight_decay=1e-4))
@@ -36,4 +55,32 @@ def base_config(arg=None):
   config.max_skipped_batches = 0      # non-finite steps tolerated (skipped) before stopping
 
   config.probe = probe.default_config()
+  return config
+
+
+def thesis_config(loss, architecture, *, data, image_size, normalization, cifar_stem,
+                  projector_dims, epochs, batch_size, peak_lr, min_lr, alpha, lam,
+                  hidden_batchnorm=None):
+  """A thesis experiment: one row of TRAINING.md's optimisation table (thesis §5.2.5, App. B.2).
+
+  `alpha`/`lam` are CorInfoMax's; the other losses keep their papers' defaults
+  (`losses.default_config`), with the data set's encoder, projector, batch and schedule.
+  """
+  config = base_config(loss, architecture)
+  config.data.update(data)
+  config.data.image_size = image_size
+  config.data.normalization = normalization
+  config.model.cifar_stem = cifar_stem
+  config.projector.dims = tuple(projector_dims)
+  if hidden_batchnorm is not None:
+    config.projector.hidden_batchnorm = hidden_batchnorm
+  config.num_epochs = epochs
+  config.batch_size = batch_size
+  config.optimizer.peak_lr = peak_lr
+  config.optimizer.min_lr = min_lr
+  if loss == 'corinfomax':
+    config.loss.alpha = alpha
+    config.loss.lam = lam
+  if loss == 'simclr' and image_size > 64:
+    config.loss.temperature = 0.1      # LOSSES.md §4: 0.2 on CIFAR, 0.1 on ImageNet
   return config

@@ -2,6 +2,7 @@
 
 Sized to pretrain and probe in a few minutes on a 2-core CPU; the hyper-parameters are the thesis
 CIFAR-10 ones (configs/cifar10.py) except width, batch, projector size and schedule length.
+Argument: the loss name (default corinfomax).
 """
 from configs import cifar10
 

@@ -62,7 +62,7 @@ def checkpoint_steps(workdir, which='latest'):
 
 def abstract_variables(config):
   """Shapes of {'params', 'batch_stats'} of the pretraining model (encoder and projector)."""
-  model = models.build_model(config)
+  model = models.build_model(config, jnp.float32)
   size = config.data.image_size
   return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
                                            train=False))
@@ -95,7 +95,7 @@ def restore_variables(config, manager, step, parts=('encoder', 'projector')):
 
 def initial_variables(config, parts=('encoder', 'projector')):
   """The model as the pretraining run initialised it (same seed): the untrained baseline."""
-  model = models.build_model(config)
+  model = models.build_model(config, jnp.float32)
   size = config.data.image_size
   variables = model.init(jax.random.key(config.seed), jnp.zeros((2, size, size, 3)), train=False)
   return _parts(variables, parts)

@@ -137,8 +137,15 @@ def build_encoder(config, dtype=jnp.float32):
   return ResNet(stages, block, width=config.width, cifar_stem=config.cifar_stem, dtype=dtype)
 
 
-def build_model(config, dtype=jnp.float32):
-  """`config` is the full config: model and projector sections."""
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def build_model(config, dtype=None):
+  """`config` is the full config: model and projector sections. Computation runs in `dtype`
+  (default `config.compute_dtype`); parameters, BatchNorm statistics and the projector output
+  stay float32, so every loss statistic is float32."""
+  if dtype is None:
+    dtype = COMPUTE_DTYPES[config.get('compute_dtype', 'float32')]
   projector = Projector(tuple(config.projector.dims), config.projector.hidden_batchnorm,
                         config.projector.l2_normalize, dtype=dtype)
   return SSLModel(build_encoder(config.model, dtype), projector)

@@ -20,6 +20,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import jax.numpy as jnp
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -75,7 +76,7 @@ def covariance_eigenvalues(z):
 
 def test_embeddings(config, manager, step, examples, mesh):
   """(encoder features, projector outputs, labels) of the test `examples` at checkpoint `step`."""
-  model = models.build_model(config)
+  model = models.build_model(config, jnp.float32)
   run = evaluation.batched_apply(lambda v, x: model.apply(v, x, train=False), mesh)
   (features, z), labels = run(evaluation.restore_variables(config, manager, step),
                               input_pipeline.probe_dataset(

@@ -31,6 +31,9 @@ def validate_config(config):
            f'unknown normalization {data.normalization!r}; known: '
            f'{", ".join(augment.NORMALIZATION)}')
   _require(data.image_size > 0, f'data.image_size={data.image_size} must be positive')
+  _require(config.get('compute_dtype', 'float32') in models.COMPUTE_DTYPES,
+           f'unknown compute_dtype {config.get("compute_dtype")!r}; choose from '
+           f'{", ".join(models.COMPUTE_DTYPES)}')
 
   loss = config.loss
   for name in ('lam', 'beta'):

@@ -5,8 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import cifar10
-from configs import demo
 from infomax_jax import losses
 from infomax_jax.losses import barlow
 from infomax_jax.losses import corinfomax
@@ -414,13 +412,3 @@ def test_finite_on_degenerate_embeddings(name, overrides, case):
     state = outputs[3]
     for leaf in jax.tree.leaves(outputs):
       assert np.all(np.isfinite(leaf)), (name, case)
-
-
-@pytest.mark.parametrize('name', losses.names())
-def test_configs_build_every_loss(name):
-  for module in (cifar10, demo):
-    config = module.get_config(name)
-    assert config.loss.name == name
-    assert config.projector.l2_normalize == (name not in ('vicreg', 'barlow', 'spectral'))
-    if losses.uses_target_network(config.loss):
-      assert 0 < config.loss.target_momentum < 1

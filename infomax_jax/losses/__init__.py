@@ -1,5 +1,6 @@
 """Loss registry: `config.loss.name` → module with `L2_NORMALIZED_EMBEDDINGS` (whether the
-projector L2-normalises its output for it), `default_config()`, `init_state(dim, config)` and
+projector L2-normalises its output for it), `PROJECTOR_HIDDEN_BATCHNORM` (whether its reference
+projector has BatchNorm in the hidden layers), `default_config()`, `init_state(dim, config)` and
 `loss_fn(views, state, config) -> (loss, new_state, metrics)` (LOSSES.md).
 
 Optional module attributes: `uses_target_network(config) -> bool` (the train step then adds

@@ -16,6 +16,9 @@ from infomax_jax.losses import linalg
 
 # The projector L2-normalises its output for this loss (configs/common.py reads this).
 L2_NORMALIZED_EMBEDDINGS = True
+# Hidden BatchNorm in the projector (without): the official CorInfoMax CIFAR/Tiny/IN-100 projector
+# has none (TRAINING.md).
+PROJECTOR_HIDDEN_BATCHNORM = False
 
 
 def default_config():

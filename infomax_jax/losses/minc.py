@@ -41,6 +41,8 @@ TARGETS = ('ema', 'online')
 
 # The projector L2-normalises its output for this loss (configs/common.py reads this).
 L2_NORMALIZED_EMBEDDINGS = True
+# Hidden BatchNorm in the projector (without): as CorInfoMax, whose thesis setup MINC shares.
+PROJECTOR_HIDDEN_BATCHNORM = False
 
 
 def default_config():

@@ -16,6 +16,9 @@ from infomax_jax.losses import linalg
 
 # The projector L2-normalises its output for this loss (configs/common.py reads this).
 L2_NORMALIZED_EMBEDDINGS = True
+# Hidden BatchNorm in the projector (with): as the SimCLR (v2) / solo-learn projection head;
+# without it SGD at the thesis lr collapses the ReLU projector.
+PROJECTOR_HIDDEN_BATCHNORM = True
 
 
 def default_config():

@@ -16,6 +16,8 @@ from infomax_jax.losses import linalg
 
 # Raw projector outputs: the projector does not L2-normalise for this loss.
 L2_NORMALIZED_EMBEDDINGS = False
+# Hidden BatchNorm in the projector (with): as HaoChen et al.'s official projection MLP.
+PROJECTOR_HIDDEN_BATCHNORM = True
 
 
 def default_config():

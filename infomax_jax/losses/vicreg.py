@@ -13,6 +13,8 @@ import ml_collections
 
 # Raw projector outputs: the projector does not L2-normalise for this loss.
 L2_NORMALIZED_EMBEDDINGS = False
+# Hidden BatchNorm in the projector (with): as the official VICReg expander.
+PROJECTOR_HIDDEN_BATCHNORM = True
 
 
 def default_config():
