@@ -30,10 +30,12 @@ EXPERIMENTS = {
                                   dims=(8192, 8192, 512), image_size=224)),
     'demo': (('r18',), dict(batch_size=256, peak_lr=0.5, alpha=250, lam=0.01,
                             dims=(512, 512, 64), image_size=32)),
+    'cifar10_miniature': (('r18',), dict(batch_size=128, peak_lr=0.5, alpha=250, lam=0.01,
+                                         dims=(512, 512, 64), image_size=32)),
 }
 EPOCHS = {('cifar10', 'r18'): 1000, ('cifar100', 'r18'): 1000, ('tiny_imagenet', 'r50'): 800,
           ('imagenet100', 'r18'): 400, ('imagenet100', 'r50'): 200, ('imagenet1k', 'r50'): 100,
-          ('demo', 'r18'): 0}
+          ('demo', 'r18'): 0, ('cifar10_miniature', 'r18'): 0}
 CASES = [(name, arch) for name, (archs, _) in EXPERIMENTS.items() for arch in archs]
 
 
@@ -49,7 +51,7 @@ def test_config_carries_thesis_values_for_every_loss(name, arch):
   expected = EXPERIMENTS[name][1]
   for loss in losses.names():
     config = module.get_config(f'{arch},{loss}')
-    if config.data.source == 'folder':   # the image-folder configs take the path on the command line
+    if config.data.source in ('folder', 'archive'):   # their path comes from the command line
       config.data.path = '/data/images'
     validation.validate_config(config)
     assert config.loss.name == loss

@@ -1,0 +1,157 @@
+"""The method comparison of the thesis (Table 5.1, Figs. 5.1 and 5.3) under one fixed budget.
+
+    python benchmarks/reproduce.py --config=configs/cifar10_miniature.py --root=/tmp/repro \
+        [--losses=all] [--evaluations=linear,knn] [--curve] [--override=--config.x=y ...]
+
+For every loss, the same pretraining command with only the loss name changed
+(`python -m infomax_jax.main --config=<config>:<loss> --workdir=<root>/<loss> <overrides>`), then
+the probe job on its latest checkpoint (and, for the first loss, on the initialisation: the
+random-encoder baseline, the same for every loss since the encoder is initialised from the same
+seed); `--curve` also probes every saved checkpoint with kNN, for the accuracy curve. Finally
+`<root>/results.json`, `<root>/results.md` (the table, side by side with the thesis Table 5.1
+column of the data set) and the overlaid figures `<root>/training.png` (loss, LDMI, accuracy
+against step) and `<root>/eigenvalues.png` (spectra) are written.
+
+Every stage is resumable: pretraining resumes from its checkpoints and the probe skips results it
+has, so rerunning the command after an interruption finishes the table. The commands run are
+printed, so any row can be rerun by hand.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from infomax_jax import losses  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# Thesis Table 5.1 (TRAINING.md): linear-probe top-1 %, by data set of the config file.
+THESIS_TABLE_5_1 = {
+    'cifar10': {'simclr': 91.80, 'spectral': 92.07, 'barlow': 92.10, 'vicreg': 92.07,
+                'corinfomax': 93.18},
+    'cifar100': {'simclr': 66.83, 'spectral': 66.18, 'barlow': 70.90, 'vicreg': 68.54,
+                 'corinfomax': 71.61},
+    'tiny_imagenet': {'simclr': 48.12, 'spectral': 49.86, 'corinfomax': 54.86},
+    'imagenet100': {'simclr': 77.04, 'barlow': 80.38, 'vicreg': 79.40, 'corinfomax': 80.48},
+    'imagenet1k': {'simclr': 66.5, 'spectral': 66.97, 'barlow': 68.7, 'vicreg': 68.6,
+                   'corinfomax': 69.08},
+}
+DATASET_OF_CONFIG = {'demo': 'cifar10', 'cifar10_miniature': 'cifar10'}
+COLUMNS = (('linear', 'top1', 'linear top-1'), ('linear', 'top5', 'linear top-5'),
+           ('knn_k20', 'top1', 'kNN k=20'), ('knn_k200', 'top1', 'kNN k=200'))
+
+
+def run(command, log_path):
+  """Runs `command`, streaming its output into `log_path`; a failure stops with its last lines."""
+  print('$ ' + ' '.join(command), flush=True)
+  lines = []
+  with open(log_path, 'a') as log:
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+      log.write(line)
+      log.flush()
+      lines.append(line.rstrip())
+  progress = [l for l in lines if l.startswith(('step ', 'error'))]
+  if progress:
+    print('  ' + progress[-1], flush=True)
+  if process.wait():
+    tail = '\n'.join(lines[-5:])
+    raise SystemExit(f'error: command failed (exit {process.returncode}), log {log_path}:\n{tail}')
+
+
+def pretrain_and_probe(args, loss, first):
+  workdir = os.path.join(args.root, loss)
+  os.makedirs(workdir, exist_ok=True)
+  log = os.path.join(workdir, 'reproduce.log')
+  timing_path = os.path.join(workdir, 'pretrain_seconds.json')
+  start = time.time()
+  run([sys.executable, '-m', 'infomax_jax.main', f'--config={args.config}:{loss}',
+       f'--workdir={workdir}', *args.override], log)
+  if not os.path.exists(timing_path):   # the first, uninterrupted run's wall time
+    with open(timing_path, 'w') as f:
+      json.dump({'seconds': time.time() - start}, f)
+  encoders = 'trained,random' if first else 'trained'
+  probe = [sys.executable, '-m', 'infomax_jax.probe', f'--workdir={workdir}', '--noplots',
+           f'--encoders={encoders}', *args.probe_override]
+  run(probe + [f'--evaluations={args.evaluations}'], log)
+  if args.curve:
+    run(probe + ['--evaluations=knn', '--step=all'], log)
+  with open(os.path.join(workdir, 'probe.json')) as f:
+    report = json.load(f)
+  with open(timing_path) as f:
+    seconds = json.load(f)['seconds']
+  return workdir, report, seconds
+
+
+def latest(report, evaluation, encoder):
+  runs = report.get(evaluation, {}).get(encoder, {})
+  return runs[max(runs, key=int)] if runs else None
+
+
+def table(args, rows, random_report):
+  dataset = DATASET_OF_CONFIG.get(os.path.basename(args.config)[:-3],
+                                  os.path.basename(args.config)[:-3])
+  thesis = THESIS_TABLE_5_1.get(dataset, {})
+  results = {'config': args.config, 'override': args.override, 'dataset': dataset, 'rows': {}}
+  header = ['method'] + [title for _, _, title in COLUMNS] + ['pretrain min',
+                                                               f'thesis {dataset} top-1']
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  entries = [(loss, report, 'trained', seconds) for loss, (report, seconds) in rows.items()]
+  entries.append(('random init', random_report, 'random', 0.0))
+  for name, report, encoder, seconds in entries:
+    values = {}
+    for evaluation, metric, title in COLUMNS:
+      result = latest(report, evaluation, encoder)
+      values[title] = None if result is None else round(result[metric], 2)
+    results['rows'][name] = dict(values, pretrain_seconds=round(seconds, 1),
+                                 thesis_top1=thesis.get(name))
+    cells = [name] + ['–' if v is None else f'{v:.2f}' for v in values.values()]
+    cells += [f'{seconds / 60:.1f}' if seconds else '–',
+              f'{thesis[name]:.2f}' if name in thesis else '–']
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return results, '\n'.join(lines) + '\n'
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--config', required=True, help='config file, without the :argument')
+  parser.add_argument('--root', required=True, help='one workdir per loss is made under it')
+  parser.add_argument('--losses', default='all', help="comma-separated names, or 'all'")
+  parser.add_argument('--evaluations', default='linear,knn')
+  parser.add_argument('--curve', action='store_true',
+                      help='kNN on every saved checkpoint, for the accuracy curve')
+  parser.add_argument('--override', action='append', default=[],
+                      help='passed to every pretraining command, e.g. --override=--config.seed=1')
+  parser.add_argument('--probe_override', action='append', default=[],
+                      help='passed to every probe command, e.g. --probe_override=--probe.epochs=50')
+  args = parser.parse_args()
+  names = losses.names() if args.losses == 'all' else args.losses.split(',')
+  for name in names:
+    losses.get(name)   # unknown names fail before anything runs
+  if not os.path.isfile(args.config):
+    raise SystemExit(f'error: config file not found: {args.config}')
+  os.makedirs(args.root, exist_ok=True)
+
+  rows, random_report, workdirs = {}, None, []
+  for i, loss in enumerate(names):
+    workdir, report, seconds = pretrain_and_probe(args, loss, first=i == 0)
+    rows[loss] = (report, seconds)
+    random_report = random_report or report
+    workdirs.append(workdir)
+  results, markdown = table(args, rows, random_report)
+  with open(os.path.join(args.root, 'results.json'), 'w') as f:
+    json.dump(results, f, indent=2)
+  with open(os.path.join(args.root, 'results.md'), 'w') as f:
+    f.write(markdown)
+  run([sys.executable, '-m', 'infomax_jax.plots', f'--out={args.root}',
+       *[f'--workdir={w}' for w in workdirs]], os.path.join(args.root, 'plots.log'))
+  print('\n' + markdown + f'\nwrote {args.root}/results.json, results.md, training.png, '
+        'eigenvalues.png', flush=True)
+
+
+if __name__ == '__main__':
+  main()
