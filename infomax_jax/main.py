@@ -15,6 +15,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from infomax_jax import cli
 from infomax_jax import train
 
 FLAGS = flags.FLAGS
@@ -48,10 +49,7 @@ def main(argv):
 
 
 def run():
-  try:
-    app.run(main)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
-    raise SystemExit(f'error: {e}') from None
+  cli.run(main)
 
 
 if __name__ == '__main__':

@@ -29,6 +29,7 @@ import numpy as np
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
+from infomax_jax import cli
 from infomax_jax import evaluation
 from infomax_jax import input_pipeline
 from infomax_jax import models
@@ -204,7 +205,4 @@ if __name__ == '__main__':
   flags.DEFINE_string('step', None, 'Checkpoint step (default: the latest of each workdir).')
   config_flags.DEFINE_config_dict('tsne', tsne.default_config(), 't-SNE settings.')
   flags.mark_flags_as_required(['workdir', 'out'])
-  try:
-    app.run(main)
-  except (ValueError, FileNotFoundError) as e:
-    raise SystemExit(f'error: {e}') from None
+  cli.run(main)

@@ -35,6 +35,7 @@ from ml_collections import config_flags
 import numpy as np
 import optax
 
+from infomax_jax import cli
 from infomax_jax import evaluation
 from infomax_jax import finetune
 from infomax_jax import input_pipeline
@@ -267,10 +268,7 @@ def run():
   flags.DEFINE_bool('force', False, 'Recompute results already in probe.json.')
   flags.DEFINE_bool('plots', True, 'Write the figures of infomax_jax.plots into the workdir.')
   flags.mark_flags_as_required(['workdir'])
-  try:
-    app.run(main)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
-    raise SystemExit(f'error: {e}') from None
+  cli.run(main)
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 
+from infomax_jax import cli
 from infomax_jax import augment
 from infomax_jax import input_pipeline
 
@@ -65,10 +66,7 @@ def main(argv):
 
 
 def run():
-  try:
-    app.run(main)
-  except (ValueError, FileNotFoundError) as e:
-    raise SystemExit(f'error: {e}') from None
+  cli.run(main)
 
 
 if __name__ == '__main__':

@@ -412,3 +412,23 @@ def test_finite_on_degenerate_embeddings(name, overrides, case):
     state = outputs[3]
     for leaf in jax.tree.leaves(outputs):
       assert np.all(np.isfinite(leaf)), (name, case)
+
+
+def test_collapse_diagnostics_from_batch_covariances():
+  """Losses without running covariances report LDMI (eq. 3.6), the spectrum and the effective
+  rank of the current batch's covariances, checked against a float64 NumPy computation."""
+  views = random_views(21, 256, 8)
+  z1 = np.asarray(views['z1'], np.float64)
+  z2 = 0.8 * z1 + 0.6 * np.asarray(views['z2'], np.float64)
+  c1, c2 = z1 - z1.mean(0), z2 - z2.mean(0)
+  r1, r2, r12 = c1.T @ c1 / 256, c2.T @ c2 / 256, c1.T @ c2 / 256
+  logdet = lambda m: np.linalg.slogdet(m)[1]
+  expected_ldmi = 0.25 * (logdet(r1) + logdet(r2) - logdet(r1 - r12 @ np.linalg.solve(r2, r12.T))
+                          - logdet(r2 - r12.T @ np.linalg.solve(r1, r12)))
+  eigenvalues = np.sort(np.linalg.eigvalsh(r1))[::-1]
+  p = eigenvalues / eigenvalues.sum()
+  result = losses.collapse_diagnostics('vicreg', {}, jnp.asarray(z1, jnp.float32),
+                                       jnp.asarray(z2, jnp.float32), eps=1e-8)
+  np.testing.assert_allclose(result['ldmi'], expected_ldmi, rtol=1e-4)
+  np.testing.assert_allclose(result['eigenvalues_R1'], eigenvalues, rtol=1e-4)
+  np.testing.assert_allclose(result['effective_rank'], np.exp(-np.sum(p * np.log(p))), rtol=1e-4)
