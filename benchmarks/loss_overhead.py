@@ -1,7 +1,8 @@
 """Loss overhead: loss+gradient time of every registered loss relative to VICReg (thesis Table 5.8).
 
     python benchmarks/loss_overhead.py [--sizes 64 128 256 512 1024] [--batch 512] [--repeats 20]
-        [--out benchmarks/results/loss_overhead.json] [--full_step]
+        [--out benchmarks/results/loss_overhead.json] [--full_step | --full_step_only]
+        [--full_batch 512] [--full_repeats 10]
 
 For each projector output size P: the jitted value-and-gradient (with respect to z1, z2) of every
 loss at its default config, plus EMI with the exact log-det, on N random L2-normalised embeddings;
@@ -135,6 +136,13 @@ def time_full_steps(args):
           'corinfomax_over_vicreg': seconds['corinfomax'] / seconds['vicreg']}
 
 
+def print_full_step(full):
+  print(f'\nfull training step, ResNet-18 width {full["width"]}, batch {full["batch"]}, P=1024: '
+        f'corinfomax {1e3 * full["seconds"]["corinfomax"]:.1f} ms, '
+        f'vicreg {1e3 * full["seconds"]["vicreg"]:.1f} ms, '
+        f'ratio {full["corinfomax_over_vicreg"]:.3f}')
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--sizes', type=int, nargs='+', default=[64, 128, 256, 512, 1024])
@@ -147,9 +155,21 @@ def main():
   parser.add_argument('--full_batch', type=int, default=32)
   parser.add_argument('--full_repeats', type=int, default=10)
   parser.add_argument('--width', type=float, default=1.0)
+  parser.add_argument('--full_step_only', action='store_true',
+                      help='only the full steps, merged into the existing --out file')
   args = parser.parse_args()
+  if args.full_step_only:
+    with open(args.out) as f:
+      results = json.load(f)
+    results['full_step'] = time_full_steps(args)
+    results['full_step']['command'] = 'python ' + ' '.join(sys.argv)
+    print_full_step(results['full_step'])
+    with open(args.out, 'w') as f:
+      json.dump(results, f, indent=2)
+    return
 
   results = {'device': str(jax.devices()[0].device_kind), 'device_count': jax.device_count(),
+             'command': 'python ' + ' '.join(sys.argv),
              'batch': args.batch, 'repeats': args.repeats, 'sizes': args.sizes,
              'loss_grad_seconds': {}, 'ratio_to_vicreg': {}, 'logdet': {}}
   labels = [label for label, _, _ in methods()]
@@ -176,11 +196,7 @@ def main():
 
   if args.full_step:
     results['full_step'] = time_full_steps(args)
-    full = results['full_step']
-    print(f'\nfull training step, ResNet-18 width {args.width}, batch {args.full_batch}, P=1024: '
-          f'corinfomax {1e3 * full["seconds"]["corinfomax"]:.1f} ms, '
-          f'vicreg {1e3 * full["seconds"]["vicreg"]:.1f} ms, '
-          f'ratio {full["corinfomax_over_vicreg"]:.3f}')
+    print_full_step(results['full_step'])
 
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, 'w') as f:

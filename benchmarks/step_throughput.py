@@ -3,6 +3,7 @@
     python benchmarks/step_throughput.py [--batches 64 256] [--dtypes float32 bfloat16]
         [--loss corinfomax] [--steps 10] [--warmup 2] [--threads 2]
         [--pipeline_steps 20] [--out benchmarks/results/step_throughput.json]
+    python benchmarks/step_throughput.py --sweep [--batches 64]     # XLA CPU flag variants
 
 Both steps: ResNet-18 with the CIFAR stem, projector 2048-2048-64 (ReLU, bias-free output,
 L2-normalised), CorInfoMax (running covariances, Cholesky log-det), SGD momentum 0.9 with weight
@@ -18,6 +19,10 @@ Also: the machine's measured matmul peak (float32 and bfloat16, the best of jax 
 both) / time / float32 peak; and, with `--pipeline_steps`, the JAX step fed by the real input
 pipeline (embedded sample, augmentations in tf.data) against the same step fed a batch already in
 memory, to check that the pipeline keeps up.
+
+`--sweep` reruns the float32 comparison in one subprocess per XLA_FLAGS variant (XLA reads its
+flags once per process) and tabulates each variant's JAX/PyTorch ratio, PyTorch being the common
+yardstick across the processes; it writes `<out>` with `_sweep` before the extension.
 """
 import argparse
 import functools
@@ -25,7 +30,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -250,6 +257,40 @@ def pipeline_overlap(args):
   return result
 
 
+# XLA CPU variants tried by --sweep: the default, YNNPACK (XLA's library for dots and
+# convolutions) off, oneDNN on, XNNPACK off, fast math.
+FLAG_VARIANTS = {
+    'default': '',
+    'ynnpack_off': '--xla_cpu_experimental_ynn_fusion_type=',
+    'onednn': '--xla_cpu_use_onednn=true',
+    'xnnpack_off': '--xla_cpu_use_xnnpack=false',
+    'fast_math': '--xla_cpu_enable_fast_math=true',
+}
+
+
+def sweep(args):
+  results = {}
+  for name, flags in FLAG_VARIANTS.items():
+    with tempfile.TemporaryDirectory() as folder:
+      out = os.path.join(folder, 'run.json')
+      command = [sys.executable, os.path.abspath(__file__), '--dtypes', 'float32', '--batches',
+                 *map(str, args.batches), '--steps', str(args.steps), '--warmup',
+                 str(args.warmup), '--threads', str(args.threads), '--out', out]
+      env = dict(os.environ, XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') + ' ' + flags).strip())
+      process = subprocess.run(command, env=env, capture_output=True, text=True)
+      if process.returncode:
+        results[name] = {'flags': flags, 'error': process.stderr.strip().splitlines()[-1]}
+        print(f'{name:>12}: failed: {results[name]["error"]}', flush=True)
+        continue
+      with open(out) as f:
+        runs = json.load(f)['runs']
+    results[name] = {'flags': flags, 'runs': runs}
+    print(f'{name:>12} ({flags or "no flags"}): ' + ', '.join(
+        f'batch {r["batch_pairs"]}: jax {r["seconds"]["jax"]:.3f} s, jax/best torch '
+        f'{r["jax_over_best_torch"]:.2f}' for r in runs), flush=True)
+  return results
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batches', type=int, nargs='+', default=[64, 256])
@@ -260,7 +301,16 @@ def main():
   parser.add_argument('--threads', type=int, default=2)
   parser.add_argument('--pipeline_steps', type=int, default=0)
   parser.add_argument('--out', default='benchmarks/results/step_throughput.json')
+  parser.add_argument('--sweep', action='store_true', help='compare XLA flag variants')
   args = parser.parse_args()
+  if args.sweep:
+    results = {'command': 'python ' + ' '.join(sys.argv), 'variants': sweep(args)}
+    out = os.path.splitext(args.out)[0] + '_sweep.json'
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, 'w') as f:
+      json.dump(results, f, indent=2)
+    print(f'wrote {out}')
+    return
   torch.set_num_threads(args.threads)
   peak = {dtype: max(matmul_peak(dtype).values()) for dtype in ('float32', 'bfloat16')}
   print(f'matmul peak: float32 {peak["float32"]:.0f} GFLOP/s, bfloat16 '
