@@ -44,8 +44,12 @@ COLUMNS = (('linear', 'top1', 'linear top-1'), ('linear', 'top5', 'linear top-5'
            ('knn_k20', 'top1', 'kNN k=20'), ('knn_k200', 'top1', 'kNN k=200'))
 
 
+class RunFailed(Exception):
+  """A command exited with an error; the message is its `error: ...` line or its last line."""
+
+
 def run(command, log_path):
-  """Runs `command`, streaming its output into `log_path`; a failure stops with its last lines."""
+  """Runs `command`, streaming its output into `log_path`; raises RunFailed if it fails."""
   print('$ ' + ' '.join(command), flush=True)
   lines = []
   with open(log_path, 'a') as log:
@@ -59,22 +63,28 @@ def run(command, log_path):
   if progress:
     print('  ' + progress[-1], flush=True)
   if process.wait():
-    tail = '\n'.join(lines[-5:])
-    raise SystemExit(f'error: command failed (exit {process.returncode}), log {log_path}:\n{tail}')
+    errors = [l for l in lines if l.startswith('error')]
+    raise RunFailed((errors or lines or [f'exit status {process.returncode}'])[-1])
 
 
-def pretrain_and_probe(args, loss, first):
+def pretrain_and_probe(args, loss, with_random):
+  """Pretrains and probes one loss; returns (report, pretraining seconds, error or None). A run
+  that stops (e.g. the divergence guard) is a row of the table, not the end of the comparison."""
   workdir = os.path.join(args.root, loss)
   os.makedirs(workdir, exist_ok=True)
   log = os.path.join(workdir, 'reproduce.log')
   timing_path = os.path.join(workdir, 'pretrain_seconds.json')
   start = time.time()
-  run([sys.executable, '-m', 'infomax_jax.main', f'--config={args.config}:{loss}',
-       f'--workdir={workdir}', *args.override], log)
+  try:
+    run([sys.executable, '-m', 'infomax_jax.main', f'--config={args.config}:{loss}',
+         f'--workdir={workdir}', *args.override], log)
+  except RunFailed as failure:
+    print(f'  {loss}: pretraining failed, kept in the table as such', flush=True)
+    return None, time.time() - start, str(failure)
   if not os.path.exists(timing_path):   # the first, uninterrupted run's wall time
     with open(timing_path, 'w') as f:
       json.dump({'seconds': time.time() - start}, f)
-  encoders = 'trained,random' if first else 'trained'
+  encoders = 'trained,random' if with_random else 'trained'
   probe = [sys.executable, '-m', 'infomax_jax.probe', f'--workdir={workdir}', '--noplots',
            f'--encoders={encoders}', *args.probe_override]
   run(probe + [f'--evaluations={args.evaluations}'], log)
@@ -84,7 +94,7 @@ def pretrain_and_probe(args, loss, first):
     report = json.load(f)
   with open(timing_path) as f:
     seconds = json.load(f)['seconds']
-  return workdir, report, seconds
+  return report, seconds, None
 
 
 def latest(report, evaluation, encoder):
@@ -93,25 +103,31 @@ def latest(report, evaluation, encoder):
 
 
 def table(args, rows, random_report):
-  dataset = DATASET_OF_CONFIG.get(os.path.basename(args.config)[:-3],
-                                  os.path.basename(args.config)[:-3])
+  """(results dict, markdown) of the rows {loss: (report, seconds, error)} and the random
+  baseline."""
+  name = os.path.basename(args.config)[:-3]
+  dataset = DATASET_OF_CONFIG.get(name, name)
   thesis = THESIS_TABLE_5_1.get(dataset, {})
   results = {'config': args.config, 'override': args.override, 'dataset': dataset, 'rows': {}}
   header = ['method'] + [title for _, _, title in COLUMNS] + ['pretrain min',
                                                                f'thesis {dataset} top-1']
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-  entries = [(loss, report, 'trained', seconds) for loss, (report, seconds) in rows.items()]
-  entries.append(('random init', random_report, 'random', 0.0))
-  for name, report, encoder, seconds in entries:
+  entries = [(loss, report, 'trained', seconds, error)
+             for loss, (report, seconds, error) in rows.items()]
+  entries.append(('random init', random_report or {}, 'random', 0.0, None))
+  for method, report, encoder, seconds, error in entries:
     values = {}
     for evaluation, metric, title in COLUMNS:
-      result = latest(report, evaluation, encoder)
+      result = None if error else latest(report, evaluation, encoder)
       values[title] = None if result is None else round(result[metric], 2)
-    results['rows'][name] = dict(values, pretrain_seconds=round(seconds, 1),
-                                 thesis_top1=thesis.get(name))
-    cells = [name] + ['–' if v is None else f'{v:.2f}' for v in values.values()]
+    results['rows'][method] = dict(values, pretrain_seconds=round(seconds, 1),
+                                   thesis_top1=thesis.get(method), error=error)
+    if error:
+      cells = [method, f'stopped: {error.removeprefix("error: ")}'] + [''] * (len(COLUMNS) - 1)
+    else:
+      cells = [method] + ['–' if v is None else f'{v:.2f}' for v in values.values()]
     cells += [f'{seconds / 60:.1f}' if seconds else '–',
-              f'{thesis[name]:.2f}' if name in thesis else '–']
+              f'{thesis[method]:.2f}' if method in thesis else '–']
     lines.append('| ' + ' | '.join(cells) + ' |')
   return results, '\n'.join(lines) + '\n'
 
@@ -136,19 +152,18 @@ def main():
     raise SystemExit(f'error: config file not found: {args.config}')
   os.makedirs(args.root, exist_ok=True)
 
-  rows, random_report, workdirs = {}, None, []
-  for i, loss in enumerate(names):
-    workdir, report, seconds = pretrain_and_probe(args, loss, first=i == 0)
-    rows[loss] = (report, seconds)
-    random_report = random_report or report
-    workdirs.append(workdir)
+  rows, random_report = {}, None
+  for loss in names:
+    rows[loss] = pretrain_and_probe(args, loss, with_random=random_report is None)
+    random_report = random_report or rows[loss][0]
   results, markdown = table(args, rows, random_report)
   with open(os.path.join(args.root, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
   with open(os.path.join(args.root, 'results.md'), 'w') as f:
     f.write(markdown)
+  trained = [os.path.join(args.root, loss) for loss, (_, _, error) in rows.items() if not error]
   run([sys.executable, '-m', 'infomax_jax.plots', f'--out={args.root}',
-       *[f'--workdir={w}' for w in workdirs]], os.path.join(args.root, 'plots.log'))
+       *[f'--workdir={w}' for w in trained]], os.path.join(args.root, 'plots.log'))
   print('\n' + markdown + f'\nwrote {args.root}/results.json, results.md, training.png, '
         'eigenvalues.png', flush=True)
 
