@@ -12,7 +12,6 @@ device's links). Compared with the parameter count, which the gradient all-reduc
 import argparse
 import collections
 import functools
-import json
 import os
 import re
 import sys
@@ -23,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import report
 from configs import cifar10
 from infomax_jax import models
 from infomax_jax import train
@@ -90,10 +90,7 @@ def main():
                         for k, v in sorted(entry['collectives'].items()))
       print(f'{loss:>11} P={dim:<5} params {entry["param_bytes"] / 2**20:.1f} MiB | {parts}',
             flush=True)
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(results, f, indent=2)
-  print(f'wrote {args.out}')
+  report.write_json(args.out, results)
 
 
 if __name__ == '__main__':

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import report
 from configs import cifar10
 from infomax_jax import losses
 from infomax_jax import models
@@ -166,8 +167,7 @@ def main():
     results['full_step'] = time_full_steps(args)
     results['full_step']['command'] = 'python ' + ' '.join(sys.argv)
     print_full_step(results['full_step'])
-    with open(args.out, 'w') as f:
-      json.dump(results, f, indent=2)
+    report.write_json(args.out, results)
     return
 
   results = {'device': str(jax.devices()[0].device_kind), 'device_count': jax.device_count(),
@@ -200,10 +200,7 @@ def main():
     results['full_step'] = time_full_steps(args)
     print_full_step(results['full_step'])
 
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(results, f, indent=2)
-  print(f'\nwrote {args.out}')
+  report.write_json(args.out, results)
 
 
 if __name__ == '__main__':

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks import report
 from configs import cifar10
 from infomax_jax import input_pipeline
 from infomax_jax import models
@@ -306,10 +307,7 @@ def main():
   if args.sweep:
     results = {'command': 'python ' + ' '.join(sys.argv), 'variants': sweep(args)}
     out = os.path.splitext(args.out)[0] + '_sweep.json'
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, 'w') as f:
-      json.dump(results, f, indent=2)
-    print(f'wrote {out}')
+    report.write_json(out, results)
     return
   torch.set_num_threads(args.threads)
   peak = {dtype: max(matmul_peak(dtype).values()) for dtype in ('float32', 'bfloat16')}
@@ -324,10 +322,7 @@ def main():
       results['runs'].append(compare(args, batch_size, dtype, peak))
   if args.pipeline_steps:
     results['pipeline'] = pipeline_overlap(args)
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(results, f, indent=2)
-  print(f'wrote {args.out}')
+  report.write_json(args.out, results)
 
 
 if __name__ == '__main__':
