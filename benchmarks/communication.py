@@ -4,10 +4,10 @@
         [--losses corinfomax vicreg] [--dims 64 1024] [--batch 512] [--out ...json]
 
 Compiles the real sharded train step (ResNet-18 CIFAR, projector 2048-2048-P, global batch
-`--batch` over all devices) and sums, per collective kind, the bytes of the operands of every
-all-reduce / all-gather / reduce-scatter / all-to-all / collective-permute in the optimised HLO:
-the payload each device contributes per step (a ring all-reduce moves about twice that over each
-device's links). Compared with the parameter count, which the gradient all-reduce carries.
+`--batch` over all devices) and sums, per collective kind, the bytes of the results of every
+all-reduce / all-gather / reduce-scatter / all-to-all / collective-permute in the optimised HLO
+(for an all-reduce, the payload each device contributes per step; a ring all-reduce moves about
+twice that over each device's links; an all-gather's result is the gathered whole). Compared with the parameter count, which the gradient all-reduce carries.
 """
 import argparse
 import collections
