@@ -45,8 +45,9 @@ def base_config(loss='corinfomax', architecture='r18'):
       dims=(2048, 2048, 64), hidden_batchnorm=module.PROJECTOR_HIDDEN_BATCHNORM,
       l2_normalize=module.L2_NORMALIZED_EMBEDDINGS))
   config.optimizer = ml_collections.ConfigDict(dict(
-      peak_lr=0.5, min_lr=1e-6, warmup_init_lr=0.003, warmup_epochs=10, warmup_steps=0,
-      momentum=0.9, weight_decay=1e-4))
+      name='sgd', peak_lr=0.5, base_batch_size=0, min_lr=1e-6, warmup_init_lr=0.003,
+      warmup_epochs=10, warmup_steps=0, momentum=0.9, weight_decay=1e-4, lars_eta=0.02))
+  config.optimizer.update(getattr(module, 'OPTIMIZER', {}))
 
   config.log_every_steps = 50
   config.diagnostics_every_steps = 0   # 0: at every log step
@@ -65,6 +66,8 @@ def thesis_config(loss, architecture, *, data, image_size, normalization, cifar_
 
   `alpha`/`lam` are CorInfoMax's; the other losses keep their papers' defaults
   (`losses.default_config`), with the data set's encoder, projector, batch and schedule.
+  `peak_lr`/`min_lr` are the thesis SGD's; a loss whose module declares an `OPTIMIZER` (VICReg,
+  Barlow Twins: LARS) keeps that one, as solo-learn trains the Table 5.1 baselines.
   """
   config = base_config(loss, architecture)
   config.data.update(data)
@@ -76,8 +79,9 @@ def thesis_config(loss, architecture, *, data, image_size, normalization, cifar_
     config.projector.hidden_batchnorm = hidden_batchnorm
   config.num_epochs = epochs
   config.batch_size = batch_size
-  config.optimizer.peak_lr = peak_lr
-  config.optimizer.min_lr = min_lr
+  if config.optimizer.name == 'sgd':   # losses with their own OPTIMIZER keep their papers' one
+    config.optimizer.peak_lr = peak_lr
+    config.optimizer.min_lr = min_lr
   if loss == 'corinfomax':
     config.loss.alpha = alpha
     config.loss.lam = lam

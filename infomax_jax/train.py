@@ -56,20 +56,36 @@ def total_steps(config, num_train):
 
 
 def learning_rate_schedule(config, num_train):
-  """Linear warm-up from warmup_init_lr to peak_lr, then cosine decay to min_lr (§5.2.5)."""
+  """Linear warm-up from warmup_init_lr to the peak, then cosine decay to min_lr (§5.2.5).
+
+  The peak is `peak_lr`, times batch_size / base_batch_size when base_batch_size > 0 (the linear
+  scaling rule of the VICReg, Barlow Twins and solo-learn recipes).
+  """
   opt = config.optimizer
   steps = total_steps(config, num_train)
   warmup = opt.warmup_steps or opt.warmup_epochs * steps_per_epoch(config, num_train)
   warmup = min(warmup, steps - 1)
-  return optax.warmup_cosine_decay_schedule(opt.warmup_init_lr, opt.peak_lr, warmup, steps,
-                                            opt.min_lr)
+  peak = opt.peak_lr * (config.batch_size / opt.base_batch_size if opt.base_batch_size else 1.0)
+  return optax.warmup_cosine_decay_schedule(opt.warmup_init_lr, peak, warmup, steps, opt.min_lr)
+
+
+def _is_matrix(params):
+  """Mask of the weights (kernels) versus biases and BatchNorm scales and offsets."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
 def make_optimizer(config, num_train):
-  """PyTorch-style SGD: weight decay added to the gradient, then heavy-ball momentum."""
+  """`sgd`: PyTorch-style SGD, weight decay added to the gradient, then heavy-ball momentum (the
+  thesis optimizer). `lars`: optax LARS (You et al. 2017) with the trust coefficient
+  `lars_eta`, biases and BatchNorm parameters excluded from weight decay and trust ratio."""
   opt = config.optimizer
+  schedule = learning_rate_schedule(config, num_train)
+  if opt.name == 'lars':
+    return optax.lars(schedule, weight_decay=opt.weight_decay, weight_decay_mask=_is_matrix,
+                      trust_coefficient=opt.lars_eta, trust_ratio_mask=_is_matrix,
+                      momentum=opt.momentum)
   return optax.chain(optax.add_decayed_weights(opt.weight_decay),
-                     optax.sgd(learning_rate_schedule(config, num_train), momentum=opt.momentum))
+                     optax.sgd(schedule, momentum=opt.momentum))
 
 
 def momentum_schedule(config, step, num_steps):

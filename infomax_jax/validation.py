@@ -7,6 +7,8 @@ from infomax_jax import losses
 from infomax_jax import models
 from infomax_jax import augment
 
+OPTIMIZERS = ('sgd', 'lars')   # train.make_optimizer
+
 
 def _require(condition, message):
   if not condition:
@@ -44,7 +46,7 @@ def validate_config(config):
   for name in ('alpha', 'eps'):
     _require(name not in loss or loss[name] >= 0,
              f'loss.{name}={loss.get(name)} must be non-negative')
-  for name in ('temperature', 'gamma', 'order', 'power_steps'):
+  for name in ('temperature', 'gamma', 'order', 'power_steps', 'mu'):
     _require(name not in loss or loss[name] > 0,
              f'loss.{name}={loss.get(name)} must be positive')
 
@@ -63,6 +65,11 @@ def validate_config(config):
   opt = config.optimizer
   _require(opt.peak_lr > 0 and opt.min_lr >= 0 and opt.warmup_init_lr >= 0,
            'optimizer learning rates must be positive (peak_lr) and non-negative')
+  _require(opt.name in OPTIMIZERS,
+           f'unknown optimizer.name {opt.name!r}; known: {", ".join(OPTIMIZERS)}')
+  _require(opt.base_batch_size >= 0,
+           f'optimizer.base_batch_size={opt.base_batch_size} must be >= 0 (0: no lr scaling)')
+  _require(opt.lars_eta > 0, f'optimizer.lars_eta={opt.lars_eta} must be positive')
   _require(0.0 <= opt.momentum < 1.0, f'optimizer.momentum={opt.momentum} must be in [0, 1)')
   _require(opt.weight_decay >= 0, f'optimizer.weight_decay={opt.weight_decay} must be >= 0')
 

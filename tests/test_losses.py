@@ -280,7 +280,7 @@ def test_minc_repulsion_is_spectral_pairwise_term():
   views = random_views(11, 32, 8, 0.3)
   z1, z2 = views['z1'].astype(np.float64), views['z2'].astype(np.float64)
   for form in minc.FORMS:
-    config = config_of('minc', beta=0.0, target='online', form=form)
+    config = config_of('minc', beta=0.0, target='online', form=form, mu=100.0)  # no clipping
     state = minc.init_state(8, config)
     _, _, metrics = minc.loss_fn({'z1': z1, 'z2': z1}, state, config)
     np.testing.assert_allclose(metrics['repulsion'], np.sum((z1 @ z1.T)**2) / 32**2, rtol=1e-5)
@@ -296,7 +296,7 @@ def test_minc_per_sample_gradient(form, target):
   """∂ℓ[n]/∂z[n] = −2s·t[n] + 2s²·T(Λ')z[n] for both pairings (the loss averages 2N samples)."""
   n, dim, s, beta = 16, 6, 0.7, 0.5
   views = random_views(12, n, dim, 0.4)
-  config = config_of('minc', form=form, target=target, scale=s, beta=beta)
+  config = config_of('minc', form=form, target=target, scale=s, beta=beta, mu=100.0)
   rng = np.random.default_rng(13)
   state = {k: (lambda a: a @ a.T / dim)(rng.normal(size=(dim, dim))).astype(np.float32)
            for k in ('Lam1', 'Lam2')}
@@ -311,6 +311,17 @@ def test_minc_per_sample_gradient(form, target):
       assert np.allclose(np.triu(transformed, 1), 0)
     expected = -2 * s * t + 2 * s**2 * z @ transformed.T
     np.testing.assert_allclose(2 * n * grad, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_minc_clips_rows_as_spectral():
+  """Online and target rows longer than sqrt(mu) count as rescaled to sqrt(mu), as in spectral."""
+  views = random_views(14, 16, 6, 2.0)
+  clipped = {k: np.asarray(linalg.clip_rows(jnp.asarray(v), 0.5)) for k, v in views.items()}
+  assert np.allclose(np.linalg.norm(clipped['z1'], axis=1), np.sqrt(0.5), rtol=1e-5)
+  config = config_of('minc', mu=0.5)
+  state = minc.init_state(6, config)
+  np.testing.assert_allclose(minc.loss_fn(views, state, config)[0],
+                             minc.loss_fn(clipped, state, config)[0], rtol=1e-5)
 
 
 def test_minc_does_not_collapse_where_spectral_does_not():
@@ -353,7 +364,7 @@ def test_minc_does_not_collapse_where_spectral_does_not():
   for form in minc.FORMS:
     config = config_of('minc', target='online', form=form)
     ranks[form] = train(lambda v, s: minc.loss_fn(v, s, config), minc.init_state(dim, config),
-                        True, 0.5)
+                        False, 0.1)
   attraction = train(lambda v, s: (-2 * jnp.mean(jnp.sum(
       v['z1'] * jax.lax.stop_gradient(v['z2']), 1)), s, {}), {}, True, 0.5)
   assert rank_spectral > 0.8 * dim

@@ -51,6 +51,29 @@ def test_one_and_eight_devices_agree(sample_train):
   assert_trees_close(state_8.loss_state, state_1.loss_state, 1e-5)
 
 
+def test_lars_update_and_linear_lr_scaling():
+  """LARS: a kernel moves by lr·eta·‖W‖ along its decayed gradient; biases and BatchNorm
+  parameters by lr·g (no decay, no trust ratio). The peak lr scales with batch/base_batch_size."""
+  config = tiny_config()
+  config.optimizer.update(name='lars', peak_lr=0.3, base_batch_size=256, lars_eta=0.02,
+                          weight_decay=1e-4)
+  config.batch_size = 512
+  schedule = train.learning_rate_schedule(config, num_train=10**6)
+  warmup = config.optimizer.warmup_steps
+  np.testing.assert_allclose(schedule(warmup), 0.6, rtol=1e-6)
+  rng = np.random.default_rng(0)
+  params = {'kernel': rng.normal(size=(5, 4)).astype(np.float32),
+            'bias': rng.normal(size=(4,)).astype(np.float32)}
+  grads = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
+  tx = train.make_optimizer(config, num_train=10**6)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  lr = float(schedule(0))
+  decayed = grads['kernel'] + 1e-4 * params['kernel']
+  trust = 0.02 * np.linalg.norm(params['kernel']) / np.linalg.norm(decayed)
+  np.testing.assert_allclose(updates['kernel'], -lr * trust * decayed, rtol=1e-5)
+  np.testing.assert_allclose(updates['bias'], -lr * grads['bias'], rtol=1e-6)
+
+
 def test_resume_equals_uninterrupted_run(tmp_path):
   config = tiny_config()
   workdir = str(tmp_path)

@@ -6,7 +6,8 @@ projector has BatchNorm in the hidden layers), `default_config()`, `init_state(d
 Optional module attributes: `uses_target_network(config) -> bool` (the train step then adds
 momentum-encoder embeddings t1, t2 to `views` and keeps an EMA target in the TrainState, with
 momentum `config.target_momentum`), and `diagnostic_covariances(state, z1, z2)` (running
-covariances to report the collapse diagnostics from, instead of the batch ones).
+covariances to report the collapse diagnostics from, instead of the batch ones), and `OPTIMIZER`
+(a dict of `config.optimizer` values from the loss's own recipe, e.g. LARS; configs apply it).
 
 Adding a loss is one new file in this package plus one line in `_REGISTRY`.
 """

@@ -35,6 +35,13 @@ def row_norms(z):
   return jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(z), axis=-1, keepdims=True), 1e-24))
 
 
+def clip_rows(z, mu):
+  """Rows with norm ≥ sqrt(mu) rescaled to norm sqrt(mu); shorter rows unchanged (HaoChen et al.)."""
+  norms = row_norms(z)
+  radius = jnp.sqrt(mu)
+  return z * jnp.where(norms < radius, 1.0, radius / norms)
+
+
 def add_eps(m, eps):
   return m + eps * jnp.eye(m.shape[-1], dtype=m.dtype)
 

@@ -21,6 +21,10 @@ is Sanger's generalized Hebbian rule: dimension i is decorrelated only from dime
 the fixed points are the ordered eigenvectors. Doubling the off-diagonal weight keeps those fixed
 points and makes the deflation of dimension i from j < i decay at rate Λ_ii + Λ_jj rather than Λ_ii.
 
+Embeddings: as the spectral loss it rewrites, the raw projector outputs (hidden BatchNorm in the
+projector) with rows clipped to norm ≤ sqrt(mu), online and target alike. (Under L2 normalisation
+instead, the demo runs converged to the stationary point z·t = zᵀΛz = 1, loss −1: docs/results.md.)
+
 Each pairing reads the second moment of its own target view, so with beta = 0 and online targets
 the repulsive term is exactly the spectral loss's pairwise term including i = j (scaled 1/N²).
 
@@ -39,15 +43,14 @@ FORMS = ('oja', 'gha')
 TARGETS = ('ema', 'online')
 
 
-# The projector L2-normalises its output for this loss (configs/common.py reads this).
-L2_NORMALIZED_EMBEDDINGS = True
-# Hidden BatchNorm in the projector (without): as CorInfoMax, whose thesis setup MINC shares.
-PROJECTOR_HIDDEN_BATCHNORM = False
+# Raw projector outputs, clipped in the loss, and hidden BatchNorm: the spectral loss's setup.
+L2_NORMALIZED_EMBEDDINGS = False
+PROJECTOR_HIDDEN_BATCHNORM = True
 
 
 def default_config():
-  """Project defaults: s = 1 gives the spectral loss with mu = 1 (the CIFAR value)."""
-  return ml_collections.ConfigDict(dict(form='oja', target='ema', beta=0.9, scale=1.0,
+  """Project defaults: s = 1 and mu = 1 give the spectral loss at its CIFAR value mu = 1."""
+  return ml_collections.ConfigDict(dict(form='oja', target='ema', beta=0.9, scale=1.0, mu=1.0,
                                         target_momentum=0.99))
 
 
@@ -82,9 +85,9 @@ def _pairing(z, t, lam, config):
 def loss_fn(views, state, config):
   if config.form not in FORMS:
     raise ValueError(f'unknown loss.form {config.form!r}; known: {", ".join(FORMS)}')
-  z1, z2 = views['z1'].astype(jnp.float32), views['z2'].astype(jnp.float32)
+  z1, z2 = (linalg.clip_rows(views[k].astype(jnp.float32), config.mu) for k in ('z1', 'z2'))
   if uses_target_network(config):
-    t1, t2 = views['t1'].astype(jnp.float32), views['t2'].astype(jnp.float32)
+    t1, t2 = (linalg.clip_rows(views[k].astype(jnp.float32), config.mu) for k in ('t1', 't2'))
   else:
     t1, t2 = z1, z2
   t1, t2 = jax.lax.stop_gradient((t1, t2))

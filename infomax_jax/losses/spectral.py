@@ -30,16 +30,9 @@ def init_state(dim, config):
   return {}
 
 
-def clip_rows(z, mu):
-  """Rows with norm ≥ sqrt(mu) rescaled to norm sqrt(mu); shorter rows unchanged."""
-  norms = linalg.row_norms(z)
-  radius = jnp.sqrt(mu)
-  return z * jnp.where(norms < radius, 1.0, radius / norms)
-
-
 def loss_fn(views, state, config):
-  z1 = clip_rows(views['z1'].astype(jnp.float32), config.mu)
-  z2 = clip_rows(views['z2'].astype(jnp.float32), config.mu)
+  z1 = linalg.clip_rows(views['z1'].astype(jnp.float32), config.mu)
+  z2 = linalg.clip_rows(views['z2'].astype(jnp.float32), config.mu)
   n = z1.shape[0]
   attraction = -2.0 * jnp.mean(jnp.sum(z1 * z2, axis=1))
   squares = jnp.square(z1 @ z2.T)
