@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from infomax_jax.losses import linalg
+
 # PyTorch initialisations, so that runs compare with the official code. BatchNorm uses the
 # two-pass variance mean((x − mean)²), as PyTorch: E[x²] − E[x]² cancels catastrophically in float32
 # and then depends on the reduction order, i.e. on the number of devices.
@@ -105,7 +107,9 @@ class Projector(nn.Module):
     x = nn.Dense(self.dims[-1], use_bias=False, kernel_init=linear_init, dtype=self.dtype)(x)
     x = x.astype(jnp.float32)
     if self.l2_normalize:
-      x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+      # max(‖x‖, 1e-12) as torch's F.normalize, with a finite gradient at a zero row (a
+      # projector whose hidden ReLUs are all off for an image: EMI's demo run hit one at step 268).
+      x = x / linalg.row_norms(x)
     return x
 
 

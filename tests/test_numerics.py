@@ -1,12 +1,14 @@
-"""Log-det robustness in float32 at eps = 1e-8 (docs/reliability.md): float32 against float64 on
-the spectrum of a trained demo checkpoint and on synthetic ill-conditioned and rank-deficient
-spectra, P ∈ {64, 256, 1024}."""
+"""Numerical robustness (docs/reliability.md): the log-det in float32 at eps = 1e-8 against float64
+on the spectrum of a trained demo checkpoint and on synthetic ill-conditioned and rank-deficient
+spectra, P ∈ {64, 256, 1024}; the projector's L2 normalisation at a zero row."""
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from infomax_jax import models
 from infomax_jax.losses import linalg
 
 EPS = 1e-8
@@ -40,3 +42,21 @@ def test_float32_logdet_matches_float64(name, spectrum):
   # few per mille. The gradient is finite in every case.
   tolerance = {'demo': 1e-5, 'log': 2e-4, 'rank': 5e-3}[name.split('-')[0]]
   assert relative <= tolerance, (name, relative)
+
+
+def test_l2_normalised_projector_has_finite_gradient_at_a_zero_row():
+  """An image whose hidden ReLUs are all off gives a zero projector row: its normalised output is
+  0 and every gradient stays finite (jnp.linalg.norm's gradient at 0 is NaN)."""
+  projector = models.Projector(dims=(8, 4))
+  x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+  x[0] = 0.0   # with the zero-initialised hidden bias, every hidden ReLU of row 0 is off
+  params = projector.init(jax.random.key(0), x, train=True)['params']
+
+  def loss(p):
+    return jnp.sum(projector.apply({'params': p}, x, train=True) * jnp.arange(4.0))
+
+  z = projector.apply({'params': params}, x, train=True)
+  grads = jax.grad(loss)(params)
+  np.testing.assert_array_equal(z[0], 0.0)
+  np.testing.assert_allclose(np.linalg.norm(z[1:], axis=1), 1.0, rtol=1e-6)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
