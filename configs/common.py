@@ -79,7 +79,7 @@ def thesis_config(loss, architecture, *, data, image_size, normalization, cifar_
     config.projector.hidden_batchnorm = hidden_batchnorm
   config.num_epochs = epochs
   config.batch_size = batch_size
-  if config.optimizer.name == 'sgd':   # losses with their own OPTIMIZER keep their papers' one
+  if not hasattr(losses.get(loss), 'OPTIMIZER'):   # those keep their own recipe's optimizer
     config.optimizer.peak_lr = peak_lr
     config.optimizer.min_lr = min_lr
   if loss == 'corinfomax':

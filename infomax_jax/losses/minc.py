@@ -23,7 +23,8 @@ points and makes the deflation of dimension i from j < i decay at rate Λ_ii + �
 
 Embeddings: as the spectral loss it rewrites, the raw projector outputs (hidden BatchNorm in the
 projector) with rows clipped to norm ≤ sqrt(mu), online and target alike. (Under L2 normalisation
-instead, the demo runs converged to the stationary point z·t = zᵀΛz = 1, loss −1: docs/results.md.)
+instead, the demo runs converged next to the collapsed stationary point z·t = zᵀΛz = 1, loss −1:
+docs/results.md.)
 
 Each pairing reads the second moment of its own target view, so with beta = 0 and online targets
 the repulsive term is exactly the spectral loss's pairwise term including i = j (scaled 1/N²).
