@@ -10,7 +10,7 @@ transforms on PIL images):
 - random resized crop: torchvision RandomResizedCrop.get_params (10 attempts, then the central
   fallback); resampling with PIL's bicubic weights (a = -0.5, support widened when shrinking,
   i.e. antialiased), computed exactly as PIL does, horizontal pass first, clipped after each;
-- horizontal flip (p = 0.5), folded into the column weights of the crop;
+- horizontal flip (p = 0.5) of the resampled crop;
 - colour jitter: torchvision ColorJitter (brightness/contrast/saturation/hue), the four
   adjustments in a random order per view;
 - grayscale: 0.2989 r + 0.587 g + 0.114 b on all three channels;
@@ -44,6 +44,8 @@ BLUR_SIGMA = (0.1, 2.0)
 BLUR_RADIUS = 6
 SOLARIZE_THRESHOLD = 128 / 255
 CHUNK_BYTES = 4 << 20
+RESAMPLE_BLOCK = 32   # output rows per matmul of the resampling
+CANVAS_STEP = 64      # single images are padded to multiples of this many pixels
 
 # Columns of a view's draws: crop areas, crop log-ratios, top, left, flip (CROP_DRAWS: all a
 # probe training view needs), then jitter on/off, its four factors and order keys, grayscale,
@@ -87,88 +89,108 @@ def _bicubic(x):
   return tf.where(x < 1.0, near, tf.where(x < 2.0, far, 0.0))
 
 
-def resize_weights(start, length, out_size, in_size):
-  """[n, out_size, in_size] PIL bicubic weights resampling [start, start + length) of an axis of
-  in_size pixels to out_size pixels (PIL's precompute_coeffs: kernel widened by the scale when
-  shrinking, taps outside the window dropped, rows normalised)."""
-  length = tf.cast(length, tf.float32)[:, None]
-  scale = length / tf.cast(out_size, tf.float32)
+def _resample_rows(x, start, length, total, offset, size):
+  """Rows [offset, offset + size) of PIL's bicubic resize of rows [start, start + length) of
+  each x [n, m, k] to `total` rows: [n, size, k].
+
+  PIL's precompute_coeffs: output row j is centred at (j + 0.5)·scale, scale = length / total,
+  its kernel widened by the scale when shrinking, taps outside the window dropped, weights
+  normalised. The outputs go in blocks of RESAMPLE_BLOCK rows, each one matmul with the band of
+  input rows its taps reach; the band's width is static (fixed by m and size, as total ≥ size),
+  so XLA compiles one program per shape of x.
+  """
+  m = tf.shape(x)[1]
+  max_scale = tf.cast(m, tf.float32) / size
+  span = tf.minimum(m, tf.cast(tf.math.ceil((RESAMPLE_BLOCK - 1) * max_scale + 4.0 * tf.maximum(
+      max_scale, 1.0)), tf.int32) + 2)
+  blocks = -(-size // RESAMPLE_BLOCK)
+  length = tf.cast(length, tf.float32)[:, None, None]
+  scale = length / tf.cast(total, tf.float32)[:, None, None]
   widen = tf.maximum(scale, 1.0)
-  center = (tf.range(out_size, dtype=tf.float32)[None] + 0.5) * scale
-  first = tf.maximum(tf.floor(center - 2.0 * widen + 0.5), 0.0)
-  # Taps per output: at most PIL's 2·ceil(2·widen) + 1, widen ≤ in_size / out_size.
-  taps = 2 * tf.cast(tf.math.ceil(2.0 * tf.maximum(
-      tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32), 1.0)), tf.int32) + 1
-  x = first[..., None] + tf.range(taps, dtype=tf.float32)   # [n, out, taps], window coordinates
-  w = tf.where(x < length[..., None], _bicubic((x + 0.5 - center[..., None]) / widen[..., None]),
-               0.0)
-  w /= tf.reduce_sum(w, axis=2, keepdims=True)
-  column = tf.minimum(tf.cast(x, tf.int32) + tf.cast(start, tf.int32)[:, None, None], in_size - 1)
-  shape = tf.shape(w)
-  index = tf.stack([tf.broadcast_to(tf.range(shape[0])[:, None, None], shape),
-                    tf.broadcast_to(tf.range(shape[1])[None, :, None], shape), column], axis=-1)
-  return tf.scatter_nd(index, w, tf.stack([shape[0], shape[1], in_size]))
+  rows = tf.reshape(tf.range(blocks * RESAMPLE_BLOCK, dtype=tf.float32), [blocks, RESAMPLE_BLOCK])
+  center = (tf.cast(offset, tf.float32)[:, None, None] + rows + 0.5) * scale  # [n, blocks, block]
+  first = tf.maximum(tf.floor(center[:, :, :1] - 2.0 * widen + 0.5), 0.0)
+  begin = tf.minimum(tf.cast(start, tf.int32)[:, None] + tf.cast(first[..., 0], tf.int32),
+                     m - span)                                               # [n, blocks]
+  taps = begin[..., None] + tf.range(span)                                   # [n, blocks, span]
+  position = tf.cast(taps - tf.cast(start, tf.int32)[:, None, None], tf.float32)[:, :, None]
+  weights = tf.where((position >= 0.0) & (position < length[..., None]),
+                     _bicubic((position + 0.5 - center[..., None]) / widen[..., None]), 0.0)
+  weights = tf.math.divide_no_nan(weights, tf.reduce_sum(weights, axis=3, keepdims=True))
+  out = tf.matmul(weights, tf.gather(x, taps, batch_dims=1))         # [n, blocks, block, k]
+  return tf.reshape(out, [tf.shape(x)[0], blocks * RESAMPLE_BLOCK, -1])[:, :size]
 
 
-def _resample(images, rows, cols):
-  """Separable resampling of NHWC images with weights rows [n, s, h] and cols [n, t, w] into
-  planar [n, 3, s, t]: the horizontal pass first, each pass clipped to [0, 1] (PIL's order; it
-  stores 8 bits after each pass)."""
-  x = tf.transpose(images, [0, 3, 1, 2])
-  x = tf.clip_by_value(tf.matmul(x, cols[:, None], transpose_b=True), 0.0, 1.0)
-  return tf.clip_by_value(tf.matmul(rows[:, None], x), 0.0, 1.0)
-
-
-def resized_crop(images, top, left, height, width, out_size, flip):
-  """Crops rows [top, top + height) and columns [left, left + width) of each image, resizes to
-  out_size (h, w) with PIL bicubic resampling and mirrors the images where `flip`: NHWC in,
-  planar [n, 3, h, w] out."""
+def resize_window(images, top, left, height, width, total, offset, size, flip):
+  """The size × size window at offset (row, column) of each NHWC image's rows [top, top + height)
+  and columns [left, left + width) resized to total (rows, columns) with PIL's bicubic weights,
+  horizontal pass first, each pass clipped to [0, 1] (PIL's order; it stores 8 bits after each
+  pass), mirrored where `flip`: planar [n, 3, size, size]."""
   shape = tf.shape(images)
-  cols = resize_weights(left, width, out_size[1], shape[2])
-  cols = tf.where(flip[:, None, None], tf.reverse(cols, [1]), cols)
-  return _resample(images, resize_weights(top, height, out_size[0], shape[1]), cols)
+  n, h, w = shape[0], shape[1], shape[2]
+  x = tf.reshape(tf.transpose(images, [0, 2, 1, 3]), [n, w, h * 3])
+  x = tf.clip_by_value(_resample_rows(x, left, width, total[1], offset[1], size), 0.0, 1.0)
+  x = tf.reshape(tf.transpose(tf.reshape(x, [n, size, h, 3]), [0, 2, 1, 3]), [n, h, size * 3])
+  x = tf.clip_by_value(_resample_rows(x, top, height, total[0], offset[0], size), 0.0, 1.0)
+  x = tf.reshape(x, [n, size, size, 3])
+  x = tf.where(flip[:, None, None, None], tf.reverse(x, [2]), x)
+  return tf.transpose(x, [0, 3, 1, 2])
+
+
+def _on_canvas(image):
+  """A single image [h, w, 3] zero-padded to multiples of CANVAS_STEP pixels, as a batch of one,
+  and its true height and width: images of many sizes share a few compiled programs."""
+  shape = tf.shape(image)
+  padded = -(-shape[:2] // CANVAS_STEP) * CANVAS_STEP - shape[:2]
+  return tf.pad(image, tf.stack([[0, padded[0]], [0, padded[1]], [0, 0]]))[None], shape[0], shape[1]
 
 
 @tf.function(jit_compile=True)
-def _random_resized_crop_batch(images, u, size):
-  top, left, h, w = crop_windows(u, images.shape[1], images.shape[2])
-  return resized_crop(images, top, left, h, w, (size, size), u[:, _FLIP] < 0.5)
+def _random_resized_crops(images, height, width, u, size):
+  top, left, h, w = crop_windows(u, height, width)
+  n = tf.shape(u)[:1]
+  images = tf.broadcast_to(images, tf.concat([n, tf.shape(images)[1:]], 0))
+  zeros, sizes = tf.zeros(n, tf.int32), tf.fill(n, size)
+  return resize_window(images, top, left, h, w, (sizes, sizes), (zeros, zeros), size,
+                        u[:, _FLIP] < 0.5)
 
 
 def random_resized_crop(image, u, size):
   """RandomResizedCrop(size, scale (0.08, 1), ratio (3/4, 4/3), bicubic) + horizontal flip,
-  into planar views [n, 3, size, size].
+  into planar views [n, 3, size, size], one per row of u [n, >= CROP_DRAWS].
 
-  `image` is either a batch [n, h, w, 3], one image per row of u [n, >= CROP_DRAWS] (one XLA
-  computation), or a single image [h, w, 3] of any size that every row of u crops: its windows
-  are cut out first, zero-padded to a common size and resampled together.
+  `image` is either a batch [n, h, w, 3], one image per row of u, or a single image [h, w, 3] of
+  any size that every row of u crops. Either way one XLA program computes the views.
   """
   if image.shape.rank == 4:
-    return _random_resized_crop_batch(image, u, size)
-  shape = tf.shape(image)
-  top, left, h, w = crop_windows(u, shape[0], shape[1])
-  crops = tf.stack([
-      tf.pad(image[top[i]:top[i] + h[i], left[i]:left[i] + w[i]],
-             [[0, tf.reduce_max(h) - h[i]], [0, tf.reduce_max(w) - w[i]], [0, 0]])
-      for i in range(u.shape[0])])
-  zeros = tf.zeros_like(top)
-  return resized_crop(crops, zeros, zeros, h, w, (size, size), u[:, _FLIP] < 0.5)
+    shape = tf.shape(image)
+    return _random_resized_crops(image, shape[1], shape[2], u, size)
+  return _random_resized_crops(*_on_canvas(image), u, size)
+
+
+@tf.function(jit_compile=True)
+def _center_views(images, height, width, size):
+  short = int(size * 8 / 7)
+  h_f, w_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+  new_h = tf.where(height <= width, short, tf.cast(short * h_f / w_f, tf.int32))
+  new_w = tf.where(height <= width, tf.cast(short * w_f / h_f, tf.int32), short)
+  top = tf.cast(tf.round(tf.cast(new_h - size, tf.float32) / 2), tf.int32)
+  left = tf.cast(tf.round(tf.cast(new_w - size, tf.float32) / 2), tf.int32)
+  n = tf.shape(images)[:1]
+  zeros = tf.zeros(n, tf.int32)
+  column = lambda value: tf.broadcast_to(value, n)
+  return resize_window(images, zeros, zeros, column(height), column(width),
+                        (column(new_h), column(new_w)), (column(top), column(left)), size,
+                        tf.zeros(n, tf.bool))
 
 
 def center_view(images, size):
-  """torchvision Resize(int(size·8/7), bicubic) of the short side + CenterCrop(size) of a batch
-  of equally sized images [n, h, w, 3], into planar views [n, 3, size, size]."""
-  shape = tf.shape(images)
-  n, h, w = shape[:1], shape[1], shape[2]
-  short = int(size * 8 / 7)
-  h_f, w_f = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-  new_h = tf.where(h <= w, short, tf.cast(short * h_f / w_f, tf.int32))
-  new_w = tf.where(h <= w, tf.cast(short * w_f / h_f, tf.int32), short)
-  top = tf.cast(tf.round(tf.cast(new_h - size, tf.float32) / 2), tf.int32)
-  left = tf.cast(tf.round(tf.cast(new_w - size, tf.float32) / 2), tf.int32)
-  rows = resize_weights(tf.zeros(n, tf.int32), tf.fill(n, h), new_h, h)[:, top:top + size]
-  cols = resize_weights(tf.zeros(n, tf.int32), tf.fill(n, w), new_w, w)[:, left:left + size]
-  return _resample(images, rows, cols)
+  """torchvision Resize(int(size·8/7), bicubic) of the short side + CenterCrop(size), of a batch
+  of equally sized images [n, h, w, 3] or of one image [h, w, 3]: planar views [n, 3, s, s]."""
+  if images.shape.rank == 4:
+    shape = tf.shape(images)
+    return _center_views(images, shape[1], shape[2], size)
+  return _center_views(*_on_canvas(images), size)
 
 
 # The photometric ops work on planar images [n, 3, h, w], each as one XLA-compiled function

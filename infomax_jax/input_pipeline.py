@@ -315,7 +315,7 @@ def probe_dataset(examples, data_config, batch_size, train, seed=0, epoch=0):
     if train:
       u = _draws(seed, PROBE_STREAM, epoch * n + first, count, augment.CROP_DRAWS)
       return augment.random_resized_crop(images, u, size)
-    return augment.center_view(images if images.shape.rank == 4 else images[None], size)
+    return augment.center_view(images, size)
 
   def finish(views, index, valid):
     return {'image': augment.normalize(views, data_config.normalization),

@@ -72,15 +72,16 @@ def test_crop_fallback_is_central_clamped_crop():
 
 
 @pytest.mark.parametrize('window,size', [((3, 5, 20, 27), 32), ((0, 0, 40, 50), 32),
-                                         ((10, 7, 6, 9), 32), ((0, 0, 40, 50), 16)])
+                                         ((10, 7, 6, 9), 32), ((0, 0, 40, 50), 16),
+                                         ((1, 2, 38, 47), 40), ((0, 0, 40, 50), 3)])
 def test_resized_crop_matches_pil_bicubic(window, size):
   image = RNG.integers(0, 256, (40, 50, 3), np.uint8)
   top, left, h, w = window
   expected = np.asarray(Image.fromarray(image).crop((left, top, left + w, top + h)).resize(
       (size, size), Image.BICUBIC), np.float32)
   for flip in (False, True):
-    out = augment.resized_crop(tf.constant(image[None] / 255.0, tf.float32), [top], [left], [h],
-                               [w], (size, size), tf.constant([flip]))
+    out = augment.resize_window(tf.constant(image[None] / 255.0, tf.float32), [top], [left], [h],
+                                [w], ([size], [size]), ([0], [0]), size, tf.constant([flip]))
     out = _nhwc(out)[0] * 255
     assert out.dtype == np.float32 and out.shape == (size, size, 3)
     np.testing.assert_allclose(out, expected[:, ::-1] if flip else expected, atol=PIL_ROUNDING)
@@ -106,8 +107,10 @@ def test_center_view_matches_torchvision_resize_center_crop(shape):
   resized = pil.resize((new[1], new[0]), Image.BICUBIC)
   top, left = int(round((new[0] - size) / 2)), int(round((new[1] - size) / 2))
   expected = np.asarray(resized.crop((left, top, left + size, top + size)), np.float32)
-  out = _nhwc(augment.center_view(tf.constant(image[None] / 255.0, tf.float32), size))[0] * 255
-  np.testing.assert_allclose(out, expected, atol=PIL_ROUNDING)
+  image = tf.constant(image / 255.0, tf.float32)
+  for images in (image[None], image):   # a batch, and one image (zero-padded to its canvas)
+    out = _nhwc(augment.center_view(images, size))[0] * 255
+    np.testing.assert_allclose(out, expected, atol=PIL_ROUNDING)
 
 
 def test_grayscale_values_exact():
