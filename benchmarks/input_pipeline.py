@@ -27,7 +27,6 @@ user + system time: what the pipelines cost regardless of how many cores are fre
 import argparse
 import collections
 import io
-import json
 import math
 import multiprocessing
 import os
@@ -44,6 +43,7 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 SAMPLE = os.path.join(ROOT, 'infomax_jax', 'data', 'cifar10_sample.tar.gz')
 MEAN_STD = {'cifar10': ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)),
             'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
@@ -202,11 +202,11 @@ def measure(name, pool, args):
                                                      case['batch'], args.seconds))
     print(f'  {name} round {r + 1}: ' + ', '.join(f'{k} {v[-1][0]:.0f} img/s'
                                                   for k, v in results.items()), flush=True)
-  report = {k: {'img_per_s': [x for x, _ in v], 'median': statistics.median(x for x, _ in v)}
-            for k, v in results.items()}
+  summary = {k: {'img_per_s': [x for x, _ in v], 'median': statistics.median(x for x, _ in v)}
+             for k, v in results.items()}
   for k in ('ours', 'pil_x1'):   # the workers' CPU time is not this process's
-    report[k]['cpu_ms_per_img'] = statistics.median(c for _, c in results[k])
-  return report
+    summary[k]['cpu_ms_per_img'] = statistics.median(c for _, c in results[k])
+  return summary
 
 
 def main():
@@ -217,26 +217,24 @@ def main():
   parser.add_argument('--out', default='benchmarks/results/input_pipeline.json')
   args = parser.parse_args()
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  report = {'command': 'python ' + ' '.join(sys.argv), 'cpus': os.cpu_count(),
-            'load_average_before': os.getloadavg(), 'cases': {}}
+  results = {'command': 'python ' + ' '.join(sys.argv), 'cpus': os.cpu_count(),
+             'load_average_before': os.getloadavg(), 'cases': {}}
   with tempfile.TemporaryDirectory() as folder:
     CASES.update(make_cases(folder))
     # Fork the reference workers before this process imports TensorFlow.
     with multiprocessing.get_context('fork').Pool(args.workers) as pool:
       for name in CASES:
-        report['cases'][name] = measure(name, pool, args)
-  report['load_average_after'] = os.getloadavg()
+        results['cases'][name] = measure(name, pool, args)
+  results['load_average_after'] = os.getloadavg()
   reference = f'pil_x{args.workers}'
   print(f'\n{"case":12s} {"ours img/s":>11s} {"PIL x1":>8s} {"PIL x" + str(args.workers):>8s} '
         f'{"ours/x1":>8s} {"ours/x" + str(args.workers):>8s}   CPU ms/img ours, PIL x1')
-  for name, result in report['cases'].items():
+  for name, result in results['cases'].items():
     ours, one, many = (result[k]['median'] for k in ('ours', 'pil_x1', reference))
     result['ratio_to_pil_x1'], result[f'ratio_to_{reference}'] = ours / one, ours / many
     print(f'{name:12s} {ours:11.0f} {one:8.0f} {many:8.0f} {ours / one:8.2f} {ours / many:8.2f}   '
           f'{result["ours"]["cpu_ms_per_img"]:.3f}, {result["pil_x1"]["cpu_ms_per_img"]:.3f}')
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump(report, f, indent=2)
+  report.write_json(args.out, results)
 
 
 if __name__ == '__main__':

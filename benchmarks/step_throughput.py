@@ -259,13 +259,17 @@ def pipeline_overlap(args):
 
 
 # XLA CPU variants tried by --sweep: the default, YNNPACK (XLA's library for dots and
-# convolutions) off, oneDNN on, XNNPACK off, fast math.
+# convolutions) off, oneDNN on, XNNPACK off, fast math, 512-bit vectors for XLA's own loops (the
+# default prefers 256) with and without YNNPACK.
 FLAG_VARIANTS = {
     'default': '',
     'ynnpack_off': '--xla_cpu_experimental_ynn_fusion_type=',
     'onednn': '--xla_cpu_use_onednn=true',
     'xnnpack_off': '--xla_cpu_use_xnnpack=false',
     'fast_math': '--xla_cpu_enable_fast_math=true',
+    'vector_512': '--xla_cpu_prefer_vector_width=512',
+    'ynnpack_off_vector_512': '--xla_cpu_experimental_ynn_fusion_type= '
+                              '--xla_cpu_prefer_vector_width=512',
 }
 
 
