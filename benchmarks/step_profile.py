@@ -6,7 +6,8 @@
 Runs the step of benchmarks/step_throughput.py (ResNet-18 CIFAR stem + projector 2048-2048-64,
 the project's compiled `train_step`) under `jax.profiler.trace`, reads the trace back with
 `jax.profiler.ProfileData` and sums the time of every XLA instruction (thunk) over all threads
-(the caller's and the runtime's workers). Each instruction is classed by what the compiled HLO says it computes:
+(the caller's and the runtime's workers). Each instruction is classed by what the compiled HLO
+says it computes:
 
   conv …       a convolution, or a fusion containing one (XLA:CPU's YNNPACK fusions carry an
                elementwise epilogue along): the forward pass, the input gradient, or the weight
@@ -17,8 +18,9 @@ the project's compiled `train_step`) under `jax.profiler.trace`, reads the trace
   reduction    a fusion containing a reduce (BatchNorm statistics, their gradients)
   elementwise  everything else (BatchNorm normalisation, ReLU, residual adds, the optimizer)
 
-Thread time is summed over both workers, so it exceeds the wall time of the step. XLA_FLAGS
-apply as usual (e.g. --xla_cpu_experimental_ynn_fusion_type= for the non-YNNPACK emitters).
+Thread time is summed over the threads, so it exceeds the wall time of the step. XLA_FLAGS
+apply as usual, but with --xla_cpu_experimental_ynn_fusion_type= (YNNPACK off) the convolution
+thunks leave no trace events, so only XLA's default emitters give a complete profile.
 """
 import argparse
 import collections
