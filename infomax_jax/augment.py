@@ -137,12 +137,16 @@ def resize_window(images, top, left, height, width, total, offset, size, flip):
   return tf.transpose(x, [0, 3, 1, 2])
 
 
-def _on_canvas(image):
-  """A single image [h, w, 3] zero-padded to multiples of CANVAS_STEP pixels, as a batch of one,
-  and its true height and width: images of many sizes share a few compiled programs."""
-  shape = tf.shape(image)
+def _as_batch(images):
+  """(batch, height, width) of a batch [n, h, w, 3] of equally sized images, or of a single image
+  [h, w, 3] zero-padded to multiples of CANVAS_STEP pixels as a batch of one (with its true
+  height and width), so that images of many sizes share a few compiled programs."""
+  shape = tf.shape(images)
+  if images.shape.rank == 4:
+    return images, shape[1], shape[2]
   padded = -(-shape[:2] // CANVAS_STEP) * CANVAS_STEP - shape[:2]
-  return tf.pad(image, tf.stack([[0, padded[0]], [0, padded[1]], [0, 0]]))[None], shape[0], shape[1]
+  canvas = tf.pad(images, tf.stack([[0, padded[0]], [0, padded[1]], [0, 0]]))
+  return canvas[None], shape[0], shape[1]
 
 
 @tf.function(jit_compile=True)
@@ -162,10 +166,7 @@ def random_resized_crop(image, u, size):
   `image` is either a batch [n, h, w, 3], one image per row of u, or a single image [h, w, 3] of
   any size that every row of u crops. Either way one XLA program computes the views.
   """
-  if image.shape.rank == 4:
-    shape = tf.shape(image)
-    return _random_resized_crops(image, shape[1], shape[2], u, size)
-  return _random_resized_crops(*_on_canvas(image), u, size)
+  return _random_resized_crops(*_as_batch(image), u, size)
 
 
 @tf.function(jit_compile=True)
@@ -187,10 +188,7 @@ def _center_views(images, height, width, size):
 def center_view(images, size):
   """torchvision Resize(int(size·8/7), bicubic) of the short side + CenterCrop(size), of a batch
   of equally sized images [n, h, w, 3] or of one image [h, w, 3]: planar views [n, 3, s, s]."""
-  if images.shape.rank == 4:
-    shape = tf.shape(images)
-    return _center_views(images, shape[1], shape[2], size)
-  return _center_views(*_on_canvas(images), size)
+  return _center_views(*_as_batch(images), size)
 
 
 # The photometric ops work on planar images [n, 3, h, w], each as one XLA-compiled function
