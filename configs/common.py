@@ -7,7 +7,7 @@ an architecture (`r18`, `r50`) where the data set has several, and a loss name, 
 import ml_collections
 
 from infomax_jax import losses
-from infomax_jax import probe
+from infomax_jax import evaluation_config
 
 ARCHITECTURES = {'r18': 'resnet18', 'r50': 'resnet50'}
 
@@ -33,10 +33,12 @@ def base_config(loss='corinfomax', architecture='r18'):
   config.num_epochs = 1000           # of the training split; total_steps > 0 overrides it
   config.total_steps = 0
   config.compute_dtype = 'float32'   # 'bfloat16': encoder/projector compute; params, losses f32
+                                     # 'float64' (JAX_ENABLE_X64=1): reference precision
 
   config.data = ml_collections.ConfigDict(dict(
       source='sample', path='', tfds_name='', tfds_data_dir='', cache_decoded=True,
-      train_split='train', test_split='test', image_size=32, normalization='cifar10'))
+      train_split='train', test_split='test', image_size=32, normalization='cifar10',
+      synthetic_examples=50_000, synthetic_pool=2))   # source='synthetic' (data.py)
   config.model = ml_collections.ConfigDict(dict(
       name=ARCHITECTURES[architecture], width=1.0, cifar_stem=True))
   config.loss = losses.default_config(loss)
@@ -55,7 +57,7 @@ def base_config(loss='corinfomax', architecture='r18'):
   config.keep_checkpoints = 3
   config.max_skipped_batches = 0      # non-finite steps tolerated (skipped) before stopping
 
-  config.probe = probe.default_config()
+  config.probe = evaluation_config.probe_config()
   return config
 
 

@@ -26,12 +26,9 @@ import math
 
 import tensorflow as tf
 
+from infomax_jax import sources
+
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
-NORMALIZATION = {
-    'cifar10': ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)),
-    'cifar100': ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
 # Per-view probabilities of Table B.1 (the crop always applies, the flip with 0.5).
 VIEW_PROBABILITIES = (
     {'jitter': 0.8, 'gray': 0.2, 'blur': 1.0, 'solarize': 0.0},
@@ -306,7 +303,7 @@ def solarize(x, apply, threshold=SOLARIZE_THRESHOLD):
 def normalize(x, dataset):
   """(x − mean) / std per channel of planar images [..., 3, h, w], returned channels-last
   [..., h, w, 3] (the model's layout)."""
-  mean, std = NORMALIZATION[dataset]
+  mean, std = sources.NORMALIZATION[dataset]
   batch = list(range(x.shape.rank - 3))
   x = tf.transpose(x, batch + [len(batch) + 1, len(batch) + 2, len(batch)])
   return (x - tf.constant(mean)) / tf.constant(std)

@@ -175,7 +175,16 @@ def batched_apply(fn, mesh):
 
 
 def topk_accuracy(scores, labels, ks=(1, 5)):
-  """{'top1', 'top5'} in % of class scores [n, classes] against integer labels."""
-  order = np.argsort(-scores, axis=1, kind='stable')
-  return {f'top{k}': float(np.mean(np.any(order[:, :k] == labels[:, None], axis=1)) * 100)
+  """{'top1', 'top5'} in % of class scores [n, classes] against integer labels.
+
+  Ties are shared, not broken by class order: with g classes scoring above the true class and e
+  others equal to it, an example counts min(1, (k − g) / (e + 1)) towards top-k when g < k (the
+  expected hit under a uniformly random tie-break). This matters for kNN, where every class
+  without a vote scores 0.
+  """
+  scores = np.asarray(scores)
+  true = np.take_along_axis(scores, labels[:, None], axis=1)
+  greater = np.sum(scores > true, axis=1)
+  equal = np.sum(scores == true, axis=1) - 1
+  return {f'top{k}': float(np.mean(np.clip((k - greater) / (equal + 1), 0.0, 1.0)) * 100)
           for k in ks}

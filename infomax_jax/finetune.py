@@ -11,7 +11,6 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -19,13 +18,6 @@ from infomax_jax import evaluation
 from infomax_jax import input_pipeline
 from infomax_jax import models
 from infomax_jax import train
-
-
-def default_config():
-  """Thesis ImageNet-1K values: 1 % and 10 % of the labels, 20 epochs, batch 256."""
-  return ml_collections.ConfigDict(dict(
-      fractions=(0.01, 0.1), head_lrs=(30.0, 20.0), encoder_lr=0.005, epochs=20, batch_size=256,
-      momentum=0.9, step_epochs=5, head_factor=0.1, encoder_factor=0.2, subset_seed=0))
 
 
 class Classifier(nn.Module):

@@ -27,10 +27,10 @@ import numpy as np
 import tensorflow as tf
 
 from infomax_jax import augment
+from infomax_jax import sources
 
 SAMPLE_ARCHIVE = os.path.join(os.path.dirname(__file__), 'data', 'cifar10_sample.tar.gz')
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
-SOURCES = ('sample', 'archive', 'folder', 'tfds')
 PRETRAIN_STREAM, PROBE_STREAM = 0, 1
 _TAIL_BYTES = 4096   # where the structural check looks for a JPEG/PNG end marker
 
@@ -188,7 +188,8 @@ def load_split(data_config, split):
   elif source == 'tfds':
     examples = _read_tfds(data_config.tfds_name, split, data_config.get('tfds_data_dir') or None)
   else:
-    raise ValueError(f'unknown data source {source!r}; known sources: {", ".join(SOURCES)}')
+    raise ValueError(f'unknown data source {source!r}; known sources: '
+                     f'{", ".join(sources.TF_SOURCES)}')
   return _decode_all(examples) if data_config.cache_decoded else _check_all(examples)
 
 

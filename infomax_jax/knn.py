@@ -1,19 +1,16 @@
 """Weighted cosine k-nearest-neighbour classifier on frozen features (InstDisc, solo-learn).
 
 Features are L2-normalised; each of the k most similar training examples votes for its class with
-weight exp(similarity / T), and the class scores are the summed votes. Similarities are computed
+weight exp(similarity / T), and the class scores are the summed votes. The weights are computed as
+exp((similarity − s_max) / T), s_max the row's top similarity: the same scores up to a factor per
+test example (so the same ranking), without float32 overflow at small T (exp(1 / T) overflows for
+T < 0.0113). Similarities are computed
 for `chunk_size` test examples against `chunk_size` training examples at a time, keeping a running
 top-k, so memory stays O(chunk_size · (chunk_size + k)) whatever the data set size.
 """
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-
-
-def default_config():
-  """k = 20 and 200, T = 0.07 (Wu et al. 2018; solo-learn)."""
-  return ml_collections.ConfigDict(dict(k=(20, 200), temperature=0.07, chunk_size=1000))
 
 
 def _normalize(x):
@@ -56,8 +53,10 @@ def neighbours(train_x, test_x, k, chunk_size):
 
 
 def class_scores(similarities, indices, train_y, num_classes, k, temperature):
-  """[n_test, classes] summed votes exp(sim / T) of the k nearest of the sorted neighbours."""
-  weights = np.exp(similarities[:, :k] / temperature)
+  """[n_test, classes] summed votes exp(sim / T) of the k nearest of the sorted neighbours, each
+  row divided by the vote of its nearest neighbour exp(s_max / T)."""
+  nearest = similarities[:, :k]
+  weights = np.exp((nearest - nearest[:, :1]) / temperature)
   scores = np.zeros((len(similarities), num_classes), np.float32)
   np.add.at(scores, (np.arange(len(similarities))[:, None], train_y[indices[:, :k]]), weights)
   return scores

@@ -67,10 +67,12 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
+    param_dtype = parameter_dtype(self.dtype)
     conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, padding='SAME',
-                             dtype=self.dtype)
+                             dtype=self.dtype, param_dtype=param_dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype, use_fast_variance=False)
+                             epsilon=1e-5, dtype=self.dtype, param_dtype=param_dtype,
+                             use_fast_variance=False)
     base = max(1, int(round(64 * self.width)))
     x = x.astype(self.dtype)
     if self.cifar_stem:
@@ -84,7 +86,7 @@ class ResNet(nn.Module):
       for b in range(blocks):
         strides = 2 if stage > 0 and b == 0 else 1
         x = self.block(base * 2**stage, strides, conv, norm)(x)
-    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+    return jnp.mean(x, axis=(1, 2)).astype(param_dtype)
 
 
 class Projector(nn.Module):
@@ -96,16 +98,18 @@ class Projector(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
+    param_dtype = parameter_dtype(self.dtype)
     x = x.astype(self.dtype)
     for dim in self.dims[:-1]:
       x = nn.Dense(dim, use_bias=not self.hidden_batchnorm, kernel_init=linear_init,
-                   dtype=self.dtype)(x)
+                   dtype=self.dtype, param_dtype=param_dtype)(x)
       if self.hidden_batchnorm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         dtype=self.dtype, use_fast_variance=False)(x)
+                         dtype=self.dtype, param_dtype=param_dtype, use_fast_variance=False)(x)
       x = nn.relu(x)
-    x = nn.Dense(self.dims[-1], use_bias=False, kernel_init=linear_init, dtype=self.dtype)(x)
-    x = x.astype(jnp.float32)
+    x = nn.Dense(self.dims[-1], use_bias=False, kernel_init=linear_init, dtype=self.dtype,
+                 param_dtype=param_dtype)(x)
+    x = x.astype(param_dtype)
     if self.l2_normalize:
       # max(‖x‖, 1e-12) as torch's F.normalize, with a finite gradient at a zero row (a
       # projector whose hidden ReLUs are all off for an image: EMI's demo run hit one at step 268).
@@ -141,13 +145,20 @@ def build_encoder(config, dtype=jnp.float32):
   return ResNet(stages, block, width=config.width, cifar_stem=config.cifar_stem, dtype=dtype)
 
 
-COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# float64 (parameters too) needs jax_enable_x64 (JAX_ENABLE_X64=1): the tests' reference precision,
+# in which reduction order moves results by ~1e-15 rather than ~1e-7.
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float64': jnp.float64}
+
+
+def parameter_dtype(compute_dtype):
+  """Parameters and the model's outputs: float32, or float64 when computing in float64."""
+  return jnp.promote_types(compute_dtype, jnp.float32)
 
 
 def build_model(config, dtype=None):
   """`config` is the full config: model and projector sections. Computation runs in `dtype`
   (default `config.compute_dtype`); parameters, BatchNorm statistics and the projector output
-  stay float32, so every loss statistic is float32."""
+  stay float32 (float64 for float64), so every loss statistic is float32 (float64)."""
   if dtype is None:
     dtype = COMPUTE_DTYPES[config.get('compute_dtype', 'float32')]
   projector = Projector(tuple(config.projector.dims), config.projector.hidden_batchnorm,

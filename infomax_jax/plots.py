@@ -33,6 +33,7 @@ from infomax_jax import cli
 from infomax_jax import evaluation
 from infomax_jax import input_pipeline
 from infomax_jax import models
+from infomax_jax import evaluation_config
 from infomax_jax import train
 from infomax_jax import tsne
 
@@ -203,6 +204,6 @@ if __name__ == '__main__':
   flags.DEFINE_multi_string('workdir', None, 'Pretraining workdir; repeat to overlay methods.')
   flags.DEFINE_string('out', None, 'Directory for the PNG files.')
   flags.DEFINE_string('step', None, 'Checkpoint step (default: the latest of each workdir).')
-  config_flags.DEFINE_config_dict('tsne', tsne.default_config(), 't-SNE settings.')
+  config_flags.DEFINE_config_dict('tsne', evaluation_config.tsne_config(), 't-SNE settings.')
   flags.mark_flags_as_required(['workdir', 'out'])
   cli.run(main)

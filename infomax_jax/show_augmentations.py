@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 from infomax_jax import cli
-from infomax_jax import augment
 from infomax_jax import input_pipeline
+from infomax_jax import sources
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/demo.py[:arg].')
@@ -47,7 +47,7 @@ def augmentation_grid(config, rows, cell):
   batch = next(input_pipeline.pretrain_dataset(examples, config, local_devices=1)
                .as_numpy_iterator())
   indices = input_pipeline.shuffled_index(np.arange(rows), len(examples), config.seed).numpy()
-  mean, std = (np.array(v, np.float32) for v in augment.NORMALIZATION[config.data.normalization])
+  mean, std = (np.array(v, np.float32) for v in sources.NORMALIZATION[config.data.normalization])
   grid = Image.new('RGB', (3 * cell + 2 * GAP, rows * cell + (rows - 1) * GAP), 'white')
   for row, index in enumerate(indices):
     views = [np.clip(batch[k][row] * std + mean, 0, 1) for k in ('view1', 'view2')]

@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from absl import logging
-from clu import metric_writers
 import flax
 import jax
 from jax.experimental import multihost_utils
@@ -21,9 +20,9 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from infomax_jax import input_pipeline
 from infomax_jax import losses
 from infomax_jax import models
+from infomax_jax import sources
 from infomax_jax import validation
 
 DATA_AXIS = 'data'
@@ -216,6 +215,31 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self.previous)
 
 
+class _ConsoleWriter:
+  """The metric writer where clu's TensorBoard backend (TensorFlow) is missing: scalars go to the
+  absl log, histograms nowhere; the progress line is printed either way."""
+
+  def write_scalars(self, step, scalars):
+    logging.info('[%d] %s', step, ', '.join(f'{k}={float(v):.6g}' for k, v in scalars.items()))
+
+  def write_histograms(self, step, arrays):
+    del step, arrays
+
+  def flush(self):
+    pass
+
+
+def metric_writer(workdir, is_main):
+  """clu's TensorBoard event files + log writer; console only (said once) without TensorFlow."""
+  try:
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    if is_main:
+      print(f'TensorBoard event files are off ({e}): metrics go to the console only', flush=True)
+    return _ConsoleWriter()
+  return metric_writers.create_default_writer(workdir, just_logging=not is_main)
+
+
 def _nonfinite_error(step, metrics):
   bad = [k for k, v in metrics.items() if k != 'finite' and not np.all(np.isfinite(v))]
   values = ', '.join(f'{k}={float(np.ravel(metrics[k])[0])}' for k in bad)
@@ -226,7 +250,7 @@ def _nonfinite_error(step, metrics):
 def train_and_evaluate(config, workdir):
   """Pretrains per `config`, checkpointing into `workdir`; resumes from its latest checkpoint."""
   validation.validate_config(config)
-  examples = input_pipeline.load_split(config.data, config.data.train_split)
+  examples = sources.load_train_split(config.data)
   validation.validate_batch(config, len(examples))
   num_steps = total_steps(config, len(examples))
   mesh = make_mesh()
@@ -243,7 +267,7 @@ def train_and_evaluate(config, workdir):
   start = int(state.step)
 
   is_main = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  writer = metric_writer(workdir, is_main)
   if is_main:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
@@ -252,12 +276,11 @@ def train_and_evaluate(config, workdir):
     return state
 
   batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
-  dataset = input_pipeline.pretrain_dataset(examples, config, start, jax.process_index(),
-                                            jax.process_count())
+  shapes, batches = sources.pretrain_batches(examples, config, start, jax.process_index(),
+                                             jax.process_count())
   global_batch_spec = {
-      name: jax.ShapeDtypeStruct((config.batch_size, *spec.shape[1:]), spec.dtype.as_numpy_dtype,
-                                 sharding=batch_sharding)
-      for name, spec in dataset.element_spec.items()}
+      name: jax.ShapeDtypeStruct((config.batch_size, *shape[1:]), dtype, sharding=batch_sharding)
+      for name, (shape, dtype) in shapes.items()}
   step_fn = compile_train_step(config, model, tx, mesh, num_steps).lower(
       state, global_batch_spec).compile()
   if jax.process_count() > 1:
@@ -269,7 +292,7 @@ def train_and_evaluate(config, workdir):
   skipped = 0
   timer_step, timer = start, time.perf_counter()
   with _Preemption() as preemption:
-    for step, local in zip(range(start + 1, num_steps + 1), dataset.as_numpy_iterator()):
+    for step, local in zip(range(start + 1, num_steps + 1), batches):
       state, metrics = step_fn(state, global_batch(local, batch_sharding))
       if not metrics['finite']:
         error = _nonfinite_error(step, jax.device_get(metrics))

@@ -8,17 +8,9 @@ time per iteration: meant for n ≤ a few thousand.
 """
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 EXPLORATION_ITERATIONS = 250
-
-
-def default_config():
-  """Thesis Fig. 5.4 settings (perplexity 50, early exaggeration 12, 1000 iterations), on at most
-  `points` test images drawn class-balanced."""
-  return ml_collections.ConfigDict(dict(points=2000, perplexity=50.0, exaggeration=12.0,
-                                        iterations=1000, seed=0))
 
 
 def _squared_distances(x):

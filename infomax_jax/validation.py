@@ -2,10 +2,9 @@
 import jax
 import numpy as np
 
-from infomax_jax import input_pipeline
+from infomax_jax import sources
 from infomax_jax import losses
 from infomax_jax import models
-from infomax_jax import augment
 
 OPTIMIZERS = ('sgd', 'lars')   # train.make_optimizer
 
@@ -21,21 +20,27 @@ def validate_config(config):
   _require(config.model.name in models.encoder_names(),
            f'unknown model {config.model.name!r}; known models: '
            f'{", ".join(models.encoder_names())}')
-  data = config.data
-  _require(data.source in input_pipeline.SOURCES,
-           f'unknown data source {data.source!r}; known sources: '
-           f'{", ".join(input_pipeline.SOURCES)}')
-  _require(data.source not in ('archive', 'folder') or data.path,
-           f'data source {data.source!r} needs --config.data.path')
-  _require(data.source != 'tfds' or data.tfds_name,
+  data_config = config.data
+  _require(data_config.source in sources.SOURCES,
+           f'unknown data source {data_config.source!r}; known sources: '
+           f'{", ".join(sources.SOURCES)}')
+  _require(data_config.source not in ('archive', 'folder') or data_config.path,
+           f'data source {data_config.source!r} needs --config.data.path')
+  _require(data_config.source != 'tfds' or data_config.tfds_name,
            "data source 'tfds' needs --config.data.tfds_name")
-  _require(data.normalization in augment.NORMALIZATION,
-           f'unknown normalization {data.normalization!r}; known: '
-           f'{", ".join(augment.NORMALIZATION)}')
-  _require(data.image_size > 0, f'data.image_size={data.image_size} must be positive')
+  _require(data_config.source != 'synthetic' or (data_config.synthetic_examples > 0
+                                                 and data_config.synthetic_pool > 0),
+           'data source \'synthetic\' needs positive data.synthetic_examples and synthetic_pool')
+  _require(data_config.normalization in sources.NORMALIZATION,
+           f'unknown normalization {data_config.normalization!r}; known: '
+           f'{", ".join(sources.NORMALIZATION)}')
+  _require(data_config.image_size > 0,
+           f'data.image_size={data_config.image_size} must be positive')
   _require(config.get('compute_dtype', 'float32') in models.COMPUTE_DTYPES,
            f'unknown compute_dtype {config.get("compute_dtype")!r}; choose from '
            f'{", ".join(models.COMPUTE_DTYPES)}')
+  _require(config.get('compute_dtype') != 'float64' or jax.config.jax_enable_x64,
+           "compute_dtype='float64' needs 64-bit JAX: set JAX_ENABLE_X64=1")
 
   loss = config.loss
   for name in ('lam', 'beta'):

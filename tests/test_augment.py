@@ -8,6 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from infomax_jax import augment
+from infomax_jax import sources
 
 RNG = np.random.default_rng(0)
 # PIL rounds to 8 bits after each of its two resampling passes; the second pass carries the
@@ -207,7 +208,7 @@ def test_pretrain_views_dtype_range_and_per_view_rates():
   crops = tf.constant(RNG.random((2 * n, 3, 8, 8)), tf.float32)
   u = tf.random.stateless_uniform([n, 2, augment.VIEW_DRAWS], [5, 6])
   view1, view2 = augment.pretrain_views(crops, u, 'cifar10')
-  mean, std = (np.array(v, np.float32) for v in augment.NORMALIZATION['cifar10'])
+  mean, std = (np.array(v, np.float32) for v in sources.NORMALIZATION['cifar10'])
   for view in (view1, view2):
     assert view.dtype == tf.float32 and view.shape == (n, 8, 8, 3)
     pixels = np.asarray(view) * std + mean

@@ -11,6 +11,7 @@ from PIL import Image
 
 from infomax_jax import augment
 from infomax_jax import input_pipeline
+from infomax_jax import sources
 from tests.tiny import tiny_config
 
 CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
@@ -144,7 +145,7 @@ def test_unknown_or_missing_sources_are_one_line_errors(tmp_path):
 def test_views_dtype_shape_and_range(sample_test):
   config = tiny_config()
   batch = _batches(sample_test, config, 1)[0]
-  mean, std = (np.array(v, np.float32) for v in augment.NORMALIZATION['cifar10'])
+  mean, std = (np.array(v, np.float32) for v in sources.NORMALIZATION['cifar10'])
   for key in ('view1', 'view2'):
     assert batch[key].shape == (16, 16, 16, 3) and batch[key].dtype == np.float32
     pixels = batch[key] * std + mean

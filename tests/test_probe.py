@@ -9,11 +9,13 @@ import sys
 import numpy as np
 from PIL import Image
 import pytest
+import scipy.optimize
 
 from infomax_jax import evaluation
 from infomax_jax import knn
 from infomax_jax import plots
 from infomax_jax import probe
+from infomax_jax import evaluation_config
 from infomax_jax import train
 from infomax_jax import tsne
 from tests.tiny import tiny_config
@@ -55,10 +57,42 @@ def test_knn_matches_brute_force():
   np.testing.assert_allclose(sims, np.take_along_axis(cosine, nearest, 1), atol=1e-5)
   expected = np.zeros((len(test_x), 7))
   for row in range(len(test_x)):
-    for j in nearest[row, :20]:
-      expected[row, train_y[j]] += np.exp(cosine[row, j] / 0.07)
+    for j in nearest[row, :20]:   # votes exp(sim / T), divided by the nearest one's
+      expected[row, train_y[j]] += np.exp((cosine[row, j] - cosine[row, nearest[row, 0]]) / 0.07)
   np.testing.assert_allclose(knn.class_scores(sims, indices, train_y, 7, 20, 0.07), expected,
                              rtol=1e-4)
+
+
+def test_knn_weights_stay_finite_at_small_temperature():
+  """exp(sim / T) overflows float32 below T ≈ 0.0113; the row-relative weights rank the classes as
+  float64 exp(sim / T) does."""
+  rng = np.random.default_rng(1)
+  sims = -np.sort(-rng.uniform(0.2, 1.0, size=(50, 20)), axis=1).astype(np.float32)
+  indices = rng.integers(0, 100, size=(50, 20))
+  train_y = rng.integers(0, 5, 100)
+  for temperature in (0.005, 0.001):
+    scores = knn.class_scores(sims, indices, train_y, 5, 20, temperature)
+    assert np.all(np.isfinite(scores)) and np.all(scores.max(axis=1) >= 1.0)
+    exact = np.zeros((50, 5))
+    np.add.at(exact, (np.arange(50)[:, None], train_y[indices]),
+              np.exp((sims.astype(np.float64) - sims[:, :1]) / temperature))
+    np.testing.assert_array_equal(np.argmax(scores, axis=1), np.argmax(exact, axis=1))
+
+
+def test_topk_accuracy_does_not_depend_on_class_order():
+  """kNN scores of classes without a vote tie at 0: top-k counts the expected hit under a random
+  tie-break, whatever the order of the classes."""
+  scores = np.array([[5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],    # true class 6 ties with 5 others
+                     [0.0, 3.0, 3.0, 0.0, 0.0, 0.0, 0.0],    # true class 1 ties with class 2
+                     [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]])   # true class 0 is last
+  labels = np.array([6, 1, 0])
+  result = evaluation.topk_accuracy(scores, labels, ks=(1, 2, 5))
+  # row 0: g = 1, e = 5 → top-2 1/6, top-5 4/6; row 1: top-1 1/2, top-2 1; row 2: 0.
+  np.testing.assert_allclose([result['top1'], result['top2'], result['top5']],
+                             [100 * 0.5 / 3, 100 * (1 / 6 + 1) / 3, 100 * (4 / 6 + 1) / 3])
+  for permutation in (np.arange(7)[::-1], np.random.default_rng(0).permutation(7)):
+    inverse = np.argsort(permutation)
+    assert evaluation.topk_accuracy(scores[:, permutation], inverse[labels], (1, 2, 5)) == result
 
 
 def test_tsne_calibrates_perplexity_and_separates_clusters():
@@ -83,7 +117,7 @@ def test_balanced_subset_is_fixed_and_balanced():
 
 
 def test_linear_schedules():
-  config = probe.default_config()
+  config = evaluation_config.probe_config()
   cosine = probe.linear_schedule(config, steps_per_epoch=10)          # 100 epochs
   np.testing.assert_allclose([cosine(0), cosine(1000)], [0.2, 0.002], rtol=1e-5)
   config.schedule = 'step'                                             # ImageNet-1K
@@ -92,11 +126,62 @@ def test_linear_schedules():
                              rtol=1e-5)
 
 
+def _dominant_direction_features(n, seed, classes=10, dim=32):
+  """Linearly separable classes (unit-variance means, noise 0.35) at 1/50 of the scale of a shared
+  positive direction with random magnitude: mean norm 14, covariance condition ~1e5, like a
+  random ReLU encoder's features (issue: condition 1.5e6, norm 14.4)."""
+  rng = np.random.default_rng(seed)
+  means = np.random.default_rng(123).normal(size=(classes, dim))
+  y = rng.integers(0, classes, n)
+  direction = np.abs(np.random.default_rng(7).normal(size=dim))
+  direction /= np.linalg.norm(direction)
+  x = 0.02 * (means[y] + 0.35 * rng.normal(size=(n, dim)))
+  x += (14.0 + 2.0 * rng.normal(size=(n, 1))) * direction
+  return x.astype(np.float32), y
+
+
+def _logistic_regression_accuracy(train, test, classes):
+  """Test top-1 of the (nearly unregularised) multinomial logistic regression optimum, by L-BFGS
+  in float64: the accuracy a converged linear probe reaches."""
+  (x, y), (test_x, test_y) = train, test
+  mean, std = x.mean(0), x.std(0)
+  design = lambda f: np.hstack([(f - mean) / std, np.ones((len(f), 1))])
+  a = design(x.astype(np.float64))
+
+  def objective(w):
+    w = w.reshape(a.shape[1], classes)
+    logits = a @ w
+    logits -= logits.max(1, keepdims=True)
+    log_z = np.log(np.exp(logits).sum(1))
+    p = np.exp(logits - log_z[:, None])
+    p[np.arange(len(y)), y] -= 1
+    value = np.mean(log_z - logits[np.arange(len(y)), y]) + 1e-6 * np.sum(w**2)
+    return value, (a.T @ p / len(y) + 2e-6 * w).ravel()
+
+  w = scipy.optimize.minimize(objective, np.zeros(a.shape[1] * classes), jac=True,
+                              method='L-BFGS-B', options=dict(maxiter=2000)).x
+  predictions = np.argmax(design(test_x.astype(np.float64)) @ w.reshape(-1, classes), axis=1)
+  return 100 * np.mean(predictions == test_y)
+
+
+def test_linear_probe_reaches_the_optimum_on_ill_conditioned_features():
+  train, test = _dominant_direction_features(2000, 0), _dominant_direction_features(1000, 1)
+  optimum = _logistic_regression_accuracy(train, test, 10)
+  assert optimum == 100.0
+  config = eval_config(**{'probe.epochs': 20}).probe
+  standardized = probe.linear_probe(config, lambda _: train, test, 10, seed=0)
+  config.standardize = False
+  raw = probe.linear_probe(config, lambda _: train, test, 10, seed=0)
+  assert standardized['top1'] >= optimum - 0.5, (standardized, optimum)
+  assert raw['top1'] < optimum - 20, raw   # measured 20.5 %: what the test guards against
+
+
 def test_linear_probe_divergence_is_an_error():
   rng = np.random.default_rng(0)
   x, y = rng.normal(size=(64, 8)).astype(np.float32) * 1e20, rng.integers(0, 3, 64)
   with pytest.raises(FloatingPointError, match='the linear probe diverged'):
-    probe.linear_probe(eval_config().probe, lambda _: (x, y), (x, y), 3, seed=0)
+    probe.linear_probe(eval_config(**{'probe.standardize': False}).probe, lambda _: (x, y),
+                       (x, y), 3, seed=0)
 
 
 def _assert_png(path):
@@ -155,7 +240,7 @@ def test_linear_probe_with_augmentation(workdir):
 
 
 def test_semi_supervised_fine_tuning(workdir):
-  names = probe.protocols(probe.default_config(), ('semi',))
+  names = probe.protocols(evaluation_config.probe_config(), ('semi',))
   assert {n: p['head_lr'] for n, (_, p) in names.items()} == {'semi_1pct': 30.0, 'semi_10pct': 20.0}
   config = eval_config(**{'probe.semi.fractions': (0.01,), 'probe.semi.head_lrs': (30.0,)})
   report = probe.run_probe(config, workdir, encoders=('trained',), evaluations=('semi',),

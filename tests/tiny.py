@@ -41,19 +41,25 @@ def restore_numpy(workdir, step=None):
           for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]}
 
 
+def tree_relative_errors(a, b):
+  """(‖a − b‖ / ‖b‖ over the whole tree, {leaf path: its own relative error})."""
+  flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
+  flat_b = jax.tree_util.tree_flatten_with_path(b)[0]
+  assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
+  leaves, squared_error, squared_norm = {}, 0.0, 0.0
+  for (path, x), (_, y) in zip(flat_a, flat_b):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    leaves[jax.tree_util.keystr(path)] = np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-12)
+    squared_error += np.sum((x - y)**2)
+    squared_norm += np.sum(y**2)
+  return float(np.sqrt(squared_error / max(squared_norm, 1e-300))), leaves
+
+
 def assert_trees_close(a, b, rtol, leaf_rtol=None):
   """‖a − b‖ ≤ rtol·‖b‖ over the whole tree, and ≤ leaf_rtol (default 10·rtol) per leaf: float32
   reductions run in another order on another mesh, which moves small leaves most."""
   leaf_rtol = 10 * rtol if leaf_rtol is None else leaf_rtol
-  flat_a = jax.tree_util.tree_flatten_with_path(a)[0]
-  flat_b = jax.tree_util.tree_flatten_with_path(b)[0]
-  assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
-  squared_error = squared_norm = 0.0
-  for (path, x), (_, y) in zip(flat_a, flat_b):
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    error = np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-12)
-    assert error <= leaf_rtol, f'{jax.tree_util.keystr(path)}: relative error {error:.2e}'
-    squared_error += np.sum((x - y)**2)
-    squared_norm += np.sum(y**2)
-  error = np.sqrt(squared_error / squared_norm)
-  assert error <= rtol, f'whole tree: relative error {error:.2e}'
+  whole, leaves = tree_relative_errors(a, b)
+  for path, error in leaves.items():
+    assert error <= leaf_rtol, f'{path}: relative error {error:.2e}'
+  assert whole <= rtol, f'whole tree: relative error {whole:.2e}'

@@ -68,7 +68,7 @@ def collapse_diagnostics(name, state, z1, z2, eps):
   if hasattr(module, 'diagnostic_covariances'):
     r1, r2, r12 = module.diagnostic_covariances(state, z1, z2)
   else:
-    z1, z2 = z1.astype(jnp.float32), z2.astype(jnp.float32)
+    z1, z2 = linalg.as_float(z1), linalg.as_float(z2)
     r1, r2 = linalg.batch_cov(z1), linalg.batch_cov(z2)
     r12 = (z1 - jnp.mean(z1, axis=0)).T @ (z2 - jnp.mean(z2, axis=0)) / z1.shape[0]
   r1, r2, r12 = jax.lax.stop_gradient((r1, r2, r12))

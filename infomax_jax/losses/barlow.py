@@ -11,6 +11,8 @@ import jax.numpy as jnp
 
 import ml_collections
 
+from infomax_jax.losses import linalg
+
 
 # Raw projector outputs: the projector does not L2-normalise for this loss.
 L2_NORMALIZED_EMBEDDINGS = False
@@ -39,8 +41,8 @@ def _standardise(z, eps):
 
 
 def loss_fn(views, state, config):
-  z1 = _standardise(views['z1'].astype(jnp.float32), config.bn_eps)
-  z2 = _standardise(views['z2'].astype(jnp.float32), config.bn_eps)
+  z1 = _standardise(linalg.as_float(views['z1']), config.bn_eps)
+  z2 = _standardise(linalg.as_float(views['z2']), config.bn_eps)
   c = z1.T @ z2 / z1.shape[0]
   diagonal = jnp.diagonal(c)
   on_diagonal = jnp.sum(jnp.square(1.0 - diagonal))

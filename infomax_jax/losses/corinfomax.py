@@ -27,15 +27,15 @@ def default_config():
 
 
 def init_state(dim, config):
-  eye = config.cov_init * jnp.eye(dim, dtype=jnp.float32)
-  zero = jnp.zeros((dim,), jnp.float32)
+  eye = config.cov_init * jnp.eye(dim, dtype=float)
+  zero = jnp.zeros((dim,), float)
   return {'mu1': zero, 'mu2': zero, 'R1': eye, 'R2': eye,
-          'R12': jnp.zeros((dim, dim), jnp.float32)}
+          'R12': jnp.zeros((dim, dim), float)}
 
 
 def loss_fn(views, state, config):
-  z1 = views['z1'].astype(jnp.float32)
-  z2 = views['z2'].astype(jnp.float32)
+  z1 = linalg.as_float(views['z1'])
+  z2 = linalg.as_float(views['z2'])
   n, dim = z1.shape
   mu1, zc1, r1 = linalg.running_mean_cov(z1, state['mu1'], state['R1'], config.lam)
   mu2, zc2, r2 = linalg.running_mean_cov(z2, state['mu2'], state['R2'], config.lam)

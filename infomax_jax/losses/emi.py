@@ -61,10 +61,10 @@ def uses_target_network(config):
 
 
 def init_state(dim, config):
-  vector = jax.random.normal(jax.random.key(0), (2 * dim,), jnp.float32)
-  pairing = {'mu': jnp.zeros((2 * dim,), jnp.float32),
-             'C': config.cov_init * jnp.eye(2 * dim, dtype=jnp.float32),
-             'lambda_max': jnp.zeros((), jnp.float32),
+  vector = jax.random.normal(jax.random.key(0), (2 * dim,), float)
+  pairing = {'mu': jnp.zeros((2 * dim,), float),
+             'C': config.cov_init * jnp.eye(2 * dim, dtype=float),
+             'lambda_max': jnp.zeros((), float),
              'eigenvector': vector / jnp.linalg.norm(vector)}
   return {'a': pairing, 'b': dict(pairing)}
 
@@ -97,9 +97,9 @@ def _pairing_mi(z, t, state, config):
 def loss_fn(views, state, config):
   if config.logdet not in LOGDETS:
     raise ValueError(f'unknown loss.logdet {config.logdet!r}; known: {", ".join(LOGDETS)}')
-  z1, z2 = views['z1'].astype(jnp.float32), views['z2'].astype(jnp.float32)
-  t1, t2 = jax.lax.stop_gradient((views['t1'].astype(jnp.float32),
-                                  views['t2'].astype(jnp.float32)))
+  z1, z2 = linalg.as_float(views['z1']), linalg.as_float(views['z2'])
+  t1, t2 = jax.lax.stop_gradient((linalg.as_float(views['t1']),
+                                  linalg.as_float(views['t2'])))
   mi_a, state_a, metrics_a = _pairing_mi(z1, t2, state['a'], config)
   mi_b, state_b, metrics_b = _pairing_mi(z2, t1, state['b'], config)
   loss = -0.5 * (mi_a + mi_b) / z1.shape[1]

@@ -7,6 +7,12 @@ import jax
 import jax.numpy as jnp
 
 
+def as_float(x):
+  """`x` in the dtype of the loss statistics: float32 for float32 and bfloat16 embeddings,
+  float64 for float64 ones (models.COMPUTE_DTYPES['float64'], under jax_enable_x64)."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def forget(old, new, lam):
   """Exponential forgetting, CorInfoMax eq. 4.3/4.5: `lam` weights the old estimate."""
   return lam * old + (1.0 - lam) * new

@@ -64,7 +64,7 @@ def uses_target_network(config):
 def init_state(dim, config):
   """Λ_q = I/P, the second moment of isotropic unit-norm embeddings."""
   del config
-  eye = jnp.eye(dim, dtype=jnp.float32) / dim
+  eye = jnp.eye(dim, dtype=float) / dim
   return {'Lam1': eye, 'Lam2': eye}
 
 
@@ -86,9 +86,9 @@ def _pairing(z, t, lam, config):
 def loss_fn(views, state, config):
   if config.form not in FORMS:
     raise ValueError(f'unknown loss.form {config.form!r}; known: {", ".join(FORMS)}')
-  z1, z2 = (linalg.clip_rows(views[k].astype(jnp.float32), config.mu) for k in ('z1', 'z2'))
+  z1, z2 = (linalg.clip_rows(linalg.as_float(views[k]), config.mu) for k in ('z1', 'z2'))
   if uses_target_network(config):
-    t1, t2 = (linalg.clip_rows(views[k].astype(jnp.float32), config.mu) for k in ('t1', 't2'))
+    t1, t2 = (linalg.clip_rows(linalg.as_float(views[k]), config.mu) for k in ('t1', 't2'))
   else:
     t1, t2 = z1, z2
   t1, t2 = jax.lax.stop_gradient((t1, t2))

@@ -32,7 +32,7 @@ def init_state(dim, config):
 
 
 def loss_fn(views, state, config):
-  z = jnp.concatenate([views['z1'], views['z2']], axis=0).astype(jnp.float32)
+  z = linalg.as_float(jnp.concatenate([views['z1'], views['z2']], axis=0))
   z = z / linalg.row_norms(z)
   n = z.shape[0] // 2
   logits = z @ z.T / config.temperature

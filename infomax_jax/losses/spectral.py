@@ -31,8 +31,8 @@ def init_state(dim, config):
 
 
 def loss_fn(views, state, config):
-  z1 = linalg.clip_rows(views['z1'].astype(jnp.float32), config.mu)
-  z2 = linalg.clip_rows(views['z2'].astype(jnp.float32), config.mu)
+  z1 = linalg.clip_rows(linalg.as_float(views['z1']), config.mu)
+  z2 = linalg.clip_rows(linalg.as_float(views['z2']), config.mu)
   n = z1.shape[0]
   attraction = -2.0 * jnp.mean(jnp.sum(z1 * z2, axis=1))
   squares = jnp.square(z1 @ z2.T)

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 
 import ml_collections
 
+from infomax_jax.losses import linalg
+
 
 # Raw projector outputs: the projector does not L2-normalise for this loss.
 L2_NORMALIZED_EMBEDDINGS = False
@@ -44,8 +46,8 @@ def _variance_covariance(z, config):
 
 
 def loss_fn(views, state, config):
-  z1 = views['z1'].astype(jnp.float32)
-  z2 = views['z2'].astype(jnp.float32)
+  z1 = linalg.as_float(views['z1'])
+  z2 = linalg.as_float(views['z2'])
   invariance_loss = jnp.mean(jnp.square(z1 - z2))
   std1, cov1 = _variance_covariance(z1, config)
   std2, cov2 = _variance_covariance(z2, config)

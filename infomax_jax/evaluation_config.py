@@ -1,0 +1,36 @@
+"""Defaults of the evaluation protocols (TRAINING.md, docs/evaluation.md): `config.probe`.
+
+Kept apart from the evaluation jobs, which need TensorFlow for their data, so that configs import
+without it; override with --probe.<field>=<value> (probe job) or --config.probe.<field>=<value>.
+"""
+import ml_collections
+
+
+def knn_config():
+  """k = 20 and 200, T = 0.07 (Wu et al. 2018; solo-learn)."""
+  return ml_collections.ConfigDict(dict(k=(20, 200), temperature=0.07, chunk_size=1000))
+
+
+def semi_config():
+  """Thesis ImageNet-1K values: 1 % and 10 % of the labels, 20 epochs, batch 256."""
+  return ml_collections.ConfigDict(dict(
+      fractions=(0.01, 0.1), head_lrs=(30.0, 20.0), encoder_lr=0.005, epochs=20, batch_size=256,
+      momentum=0.9, step_epochs=5, head_factor=0.1, encoder_factor=0.2, subset_seed=0))
+
+
+def tsne_config():
+  """Thesis Fig. 5.4 settings (perplexity 50, early exaggeration 12, 1000 iterations), on at most
+  `points` test images drawn class-balanced."""
+  return ml_collections.ConfigDict(dict(points=2000, perplexity=50.0, exaggeration=12.0,
+                                        iterations=1000, seed=0))
+
+
+def probe_config():
+  """The thesis protocols; `standardize`: the linear probe standardises features with the train
+  split's statistics (a fixed affine map, so the same classifier family; probe.standardizer)."""
+  return ml_collections.ConfigDict(dict(
+      epochs=100, batch_size=256, momentum=0.9, augment=False, standardize=True,
+      schedule='cosine', lr=0.2, min_lr=0.002,   # cosine: lr → min_lr
+      step_lr=25.0, step_epochs=20,              # step (ImageNet-1K): ÷10 every step_epochs
+      feature_batch_size=500,
+      knn=knn_config(), semi=semi_config(), tsne=tsne_config()))
