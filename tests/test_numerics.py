@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.numerics
+
 from infomax_jax import models
 from infomax_jax.losses import linalg
 
@@ -37,10 +39,11 @@ def test_float32_logdet_matches_float64(name, spectrum):
   value, grad = jax.jit(jax.value_and_grad(linalg.logdet_cholesky))(m32)
   assert np.isfinite(value) and np.all(np.isfinite(grad)), name
   relative = abs(float(value) - exact.logabsdet) / abs(exact.logabsdet)
-  # Measured: demo 1e-7; condition 1e7: 1.1e-5 (P=64) to 1.0e-4 (P=1024); rank-deficient float32
-  # matrices carry rounding of ~1e-8·‖M‖ in the null space, the size of eps itself, and keep a
-  # few per mille. The gradient is finite in every case.
-  tolerance = {'demo': 1e-5, 'log': 2e-4, 'rank': 5e-3}[name.split('-')[0]]
+  # Measured (largest over P): demo 1.3e-7; condition 1e7: 6.2e-5 here (AMD EPYC, default and
+  # --xla_cpu_max_isa=AVX2 alike), 1.0e-4 on a Xeon with AMX; rank-deficient: 1.7e-3 — float32
+  # matrices carry rounding of ~1e-8·‖M‖ in the null space, the size of eps itself. Bounds ≥ 10×
+  # the largest measured value (docs/reliability.md). The gradient is finite in every case.
+  tolerance = {'demo': 1e-5, 'log': 1e-3, 'rank': 2e-2}[name.split('-')[0]]
   assert relative <= tolerance, (name, relative)
 
 

@@ -156,6 +156,7 @@ def test_sigterm_saves_at_step_boundary_and_exits_zero(tmp_path):
   assert train.checkpoint_manager(str(tmp_path), read_only=True).all_steps() == [saved]
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
   reference = str(tmp_path / 'reference')
   train.train_and_evaluate(tiny_config(total_steps=24, checkpoint_every_steps=3, log_every_steps=1),
