@@ -65,22 +65,11 @@ def table_peak(device_kind, dtype):
   return None
 
 
-def median_seconds(fn, args, repeats, warmup=2):
-  for _ in range(warmup):
-    jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def measured_matmul_peak(dtype, size, repeats):
   """FLOP/s of a jitted size³ matmul in `dtype`: the peak where the chip is not in the table."""
   a = jax.random.normal(jax.random.key(0), (size, size), DTYPES[dtype])
   matmul = jax.jit(lambda x: x @ x)
-  return 2 * size**3 / median_seconds(matmul, (a,), repeats)
+  return 2 * size**3 / report.median_seconds(matmul, (a,), 2, repeats)
 
 
 def case_config(case, dtype, batch, smoke):
@@ -139,8 +128,8 @@ def time_step(config, steps, loss_repeats):
   views = jax.tree.map(lambda z: z / linalg.row_norms(z), views)
   loss_grad = jax.jit(jax.value_and_grad(
       lambda v, s: module.loss_fn(v, s, config.loss)[0]))
-  loss_seconds = median_seconds(loss_grad, (views, module.init_state(dim, config.loss)),
-                                loss_repeats)
+  loss_seconds = report.median_seconds(
+      loss_grad, (views, module.init_state(dim, config.loss)), 2, loss_repeats)
   memory = jax.devices()[0].memory_stats() or {}
   return {'step_seconds': step_seconds, 'all_step_seconds': times,
           'images_per_second_per_chip': config.batch_size / step_seconds / devices,
@@ -159,7 +148,8 @@ def time_logdets(dims, order, repeats):
     cholesky = jax.jit(jax.value_and_grad(linalg.logdet_cholesky))
     taylor = jax.jit(jax.value_and_grad(
         functools.partial(linalg.logdet_taylor, scale=scale, order=order)))
-    c, t = median_seconds(cholesky, (m,), repeats), median_seconds(taylor, (m,), repeats)
+    c = report.median_seconds(cholesky, (m,), 2, repeats)
+    t = report.median_seconds(taylor, (m,), 2, repeats)
     results[dim] = {'cholesky_seconds': c, 'taylor_seconds': t, 'taylor_over_cholesky': t / c}
   return results
 

@@ -38,17 +38,6 @@ from infomax_jax import train
 from infomax_jax.losses import linalg
 
 
-def median_seconds(fn, args, warmup, repeats):
-  for _ in range(warmup):
-    jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def methods():
   """(label, loss name, config overrides): every registered loss, plus EMI with Cholesky."""
   return [(name, name, {}) for name in losses.names()] + [('emi-exact', 'emi', {'logdet': 'exact'})]
@@ -78,7 +67,8 @@ def time_losses(dim, args):
   seconds = {}
   for label, name, overrides in methods():
     fn, init_state = loss_grad_fn(name, overrides)
-    seconds[label] = median_seconds(fn, (z, rest, init_state(dim)), args.warmup, args.repeats)
+    seconds[label] = report.median_seconds(fn, (z, rest, init_state(dim)), args.warmup,
+                                           args.repeats)
   return seconds
 
 
@@ -91,12 +81,13 @@ def time_logdets(dim, args):
   scale = 1.05 * np.linalg.eigvalsh(m64)[-1]
   m = jnp.asarray(m64, jnp.float32)
   cholesky = jax.jit(jax.value_and_grad(linalg.logdet_cholesky))
-  result = {'cholesky_seconds': median_seconds(cholesky, (m,), args.warmup, args.repeats),
+  result = {'cholesky_seconds': report.median_seconds(cholesky, (m,), args.warmup,
+                                                     args.repeats),
             'taylor': {}}
   for order in args.orders:
     taylor = jax.jit(jax.value_and_grad(
         functools.partial(linalg.logdet_taylor, scale=scale, order=order)))
-    seconds = median_seconds(taylor, (m,), args.warmup, args.repeats)
+    seconds = report.median_seconds(taylor, (m,), args.warmup, args.repeats)
     value = float(taylor(m)[0])
     result['taylor'][order] = {'seconds': seconds,
                                'ratio_to_cholesky': seconds / result['cholesky_seconds'],

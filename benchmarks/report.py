@@ -1,6 +1,22 @@
-"""What every benchmark does with its figures: write them as JSON (`--out`) and say where."""
+"""What the benchmarks share: timing a jitted call, and writing the figures as JSON (`--out`)."""
 import json
 import os
+import statistics
+import time
+
+import jax
+
+
+def median_seconds(fn, args, warmup, repeats):
+  """Median wall time of `repeats` calls of fn(*args), each waited for, after `warmup` calls."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
 
 
 def write_json(path, results):

@@ -108,6 +108,9 @@ def submodule(variables, name):
 
 def labelled_split(data_config, split):
   """Examples of one split of the configured source; a split without labels is an error."""
+  if data_config.source == 'synthetic':
+    raise ValueError("data source 'synthetic' has no labels and no test split: evaluate with a "
+                     'labelled source (--config=<file> or --config.data.source=...)')
   examples = input_pipeline.load_split(data_config, split)
   where = f'split {split!r} of data source {data_config.source!r}'
   if len(examples.class_names) < 2:

@@ -77,7 +77,8 @@ def protocols(probe, evaluations):
     todo['linear_augmented' if probe.augment else 'linear'] = ('linear', protocol)
   if 'knn' in evaluations:
     for k in probe.knn.k:
-      todo[f'knn_k{k}'] = ('knn', dict(k=int(k), temperature=probe.knn.temperature))
+      todo[f'knn_k{k}'] = ('knn', dict(k=int(k), temperature=probe.knn.temperature,
+                                       ties='expected'))   # evaluation.topk_accuracy
   if 'semi' in evaluations:
     semi = probe.semi
     for fraction, head_lr in zip(semi.fractions, semi.head_lrs):

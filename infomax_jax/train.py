@@ -254,6 +254,9 @@ def _nonfinite_error(step, metrics):
 def train_and_evaluate(config, workdir):
   """Pretrains per `config`, checkpointing into `workdir`; resumes from its latest checkpoint."""
   validation.validate_config(config)
+  is_main = jax.process_index() == 0
+  say = lambda message: print(message, flush=True) if is_main else None
+  say(f'loading the {config.data.train_split!r} split of data source {config.data.source!r}')
   examples = sources.load_train_split(config.data)
   validation.validate_batch(config, len(examples))
   num_steps = total_steps(config, len(examples))
@@ -267,16 +270,15 @@ def train_and_evaluate(config, workdir):
   if manager.latest_step() is not None:
     validation.validate_checkpoint(state, manager)
     state = restore_state(manager, state)
-    logging.info('resumed from step %d', int(state.step))
+    say(f'resumed from step {int(state.step)} of {workdir}')
   start = int(state.step)
 
-  is_main = jax.process_index() == 0
   writer = metric_writer(workdir, is_main)
   if is_main:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
   if start >= num_steps:
-    logging.info('training already complete at step %d', start)
+    say(f'training already complete: step {start} of {num_steps} is saved in {workdir}')
     return state
 
   batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
@@ -285,6 +287,9 @@ def train_and_evaluate(config, workdir):
   global_batch_spec = {
       name: jax.ShapeDtypeStruct((config.batch_size, *shape[1:]), dtype, sharding=batch_sharding)
       for name, (shape, dtype) in shapes.items()}
+  devices = jax.device_count()
+  say(f'{len(examples)} training images; compiling the step (batch {config.batch_size} on '
+      f'{devices} device{"s" if devices > 1 else ""})')
   step_fn = compile_train_step(config, model, tx, mesh, num_steps).lower(
       state, global_batch_spec).compile()
   if jax.process_count() > 1:
@@ -330,4 +335,6 @@ def train_and_evaluate(config, workdir):
         break
   manager.wait_until_finished()
   writer.flush()
+  if int(state.step) >= num_steps:
+    say(f'done: step {num_steps} saved in {workdir}')
   return state

@@ -204,8 +204,10 @@ def test_every_step_report_figures_rerun_and_force(workdir, monkeypatch, capsys)
     for result in (encoders['trained']['40'], encoders['random']['0']):
       assert 15 < result['top1'] <= result['top5'] <= 100   # chance: 10 % top-1
   assert report['linear']['trained']['40']['protocol'] == dict(
-      epochs=2, batch_size=256, momentum=0.9, schedule='cosine', lr=0.2, min_lr=0.002)
-  assert report['knn_k200']['random']['0']['protocol'] == dict(k=200, temperature=0.07)
+      epochs=2, batch_size=256, momentum=0.9, schedule='cosine', lr=0.2, min_lr=0.002,
+      standardize=True)
+  assert report['knn_k200']['random']['0']['protocol'] == dict(k=200, temperature=0.07,
+                                                                ties='expected')
   steps, top1 = plots.accuracy_curves(report)['knn_k20']
   assert steps.tolist() == [0, 20, 40] and np.all((top1 > 0) & (top1 <= 100))
   scalars = plots.read_scalars(workdir)

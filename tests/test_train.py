@@ -10,8 +10,10 @@ import jax
 import numpy as np
 import pytest
 
+from infomax_jax import evaluation
 from infomax_jax import input_pipeline
 from infomax_jax import models
+from infomax_jax import sources
 from infomax_jax import train
 from tests.tiny import tree_relative_errors
 from tests.tiny import tiny_config
@@ -135,3 +137,21 @@ def test_unknown_data_source_is_one_line_error(tmp_path):
                   "sample, archive, folder, tfds, synthetic")
   assert 'Traceback' not in result.stderr
   assert not workdir.exists()
+
+
+def test_synthetic_source_is_a_function_of_seed_and_step():
+  config = tiny_config(**{'data.source': 'synthetic', 'data.synthetic_examples': 100,
+                          'data.synthetic_pool': 3})
+  examples = sources.load_train_split(config.data)
+  assert len(examples) == 100
+  shapes, batches = sources.pretrain_batches(examples, config, 0, 0, 1)
+  assert shapes == {'view1': ((16, 16, 16, 3), np.float32), 'view2': ((16, 16, 16, 3), np.float32)}
+  first = [next(batches) for _ in range(4)]
+  _, resumed = sources.pretrain_batches(examples, config, 2, 0, 1)
+  np.testing.assert_array_equal(next(resumed)['view1'], first[2]['view1'])
+  np.testing.assert_array_equal(first[3]['view2'], first[0]['view2'])      # the pool cycles
+  assert not np.array_equal(first[0]['view1'], first[1]['view1'])
+  _, other_host = sources.pretrain_batches(examples, config, 0, 1, 2)
+  assert next(other_host)['view1'].shape == (8, 16, 16, 3)
+  with pytest.raises(ValueError, match="data source 'synthetic' has no labels"):
+    evaluation.labelled_splits(config.data)
