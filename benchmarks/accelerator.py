@@ -14,7 +14,8 @@ ResNet-50 at 224 px and the ImageNet-100 config; CorInfoMax) and compute dtype:
   the chip's peak (PEAK_TFLOPS; on chips not in the table, against a measured matmul peak);
 - the loss's share of the step: the loss's value-and-gradient with respect to the embeddings,
   timed alone at the same batch and projector size;
-- peak device memory (where the backend reports it).
+- peak device memory where the backend reports it (the process's peak so far: cases run in
+  the order of the table, so a row's figure covers the rows above it).
 
 Then the Cholesky and Taylor (EMI's order) log-det, value and gradient, at P = 512, 1024, 2048.
 Figures are printed as Markdown tables and written as JSON (docs/performance.md).
@@ -161,9 +162,9 @@ def markdown(results):
     memory = row['peak_memory_bytes']
     lines.append(
         f"| {row['case']} | {row['dtype']} | {row['batch_per_chip']} | "
-        f"{1e3 * row['step_seconds']:.1f} | {row['images_per_second_per_chip']:.0f} | "
+        f"{1e3 * row['step_seconds']:.1f} | {row['images_per_second_per_chip']:.3g} | "
         f"{row['flops_per_step_per_chip'] / 1e12:.3f} | {100 * row['mfu']:.1f} % "
-        f"({row['peak_source']}) | {100 * row['loss_share']:.1f} % | "
+        f"({row['peak_source']}) | {100 * row['loss_share']:.2g} % | "
         f"{'n/a' if memory is None else f'{memory / 2**30:.2f}'} |")
   lines += ['', f"| P | Cholesky ms | Taylor (order {results['taylor_order']}) ms | "
             'Taylor / Cholesky |', '|---|---|---|---|']

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCK = '''
 import sys
@@ -47,6 +49,7 @@ print('done without tensorflow')
   assert 'step 4/4' in result.stdout and 'done without tensorflow' in result.stdout
 
 
+@pytest.mark.slow   # ~2 min: ResNet-50 and ResNet-18 steps compiled in two dtypes
 def test_accelerator_benchmark_smoke_runs_without_tensorflow(tmp_path):
   out = tmp_path / 'accelerator.json'
   result = _run('''
