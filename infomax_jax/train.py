@@ -299,18 +299,35 @@ def train_and_evaluate(config, workdir):
   schedule = learning_rate_schedule(config, len(examples))
   every = config.diagnostics_every_steps or config.log_every_steps
   skipped = 0
+
+  def guard(step, metrics):
+    """Stops (or counts a skipped batch) if the step's loss or gradient was not finite."""
+    nonlocal skipped
+    if not metrics['finite']:
+      error = _nonfinite_error(step, jax.device_get(metrics))
+      if skipped >= config.max_skipped_batches:
+        raise error
+      skipped += 1
+      logging.error('%s; batch skipped (%d of at most %d)', error, skipped,
+                    config.max_skipped_batches)
+
+  unchecked = None
   timer_step, timer = start, time.perf_counter()
   with _Preemption() as preemption:
     for step, local in zip(range(start + 1, num_steps + 1), batches):
       state, metrics = step_fn(state, global_batch(local, batch_sharding))
-      if not metrics['finite']:
-        error = _nonfinite_error(step, jax.device_get(metrics))
-        if skipped >= config.max_skipped_batches:
-          raise error
-        skipped += 1
-        logging.error('%s; batch skipped (%d of at most %d)', error, skipped,
-                      config.max_skipped_batches)
-      if step % config.log_every_steps == 0 or step == num_steps:
+      # A step's finite flag is read once the next step is dispatched, so the host never waits
+      # for the device between steps; a step that logs or saves reads its own first.
+      if unchecked is not None:
+        guard(*unchecked)
+      unchecked = (step, metrics)
+      preempted = preemption.reached(step)
+      logs = step % config.log_every_steps == 0 or step == num_steps
+      saves = step % config.checkpoint_every_steps == 0 or step == num_steps or preempted
+      if logs or saves:
+        guard(*unchecked)
+        unchecked = None
+      if logs:
         metrics = jax.device_get(metrics)
         elapsed = time.perf_counter() - timer
         images_per_second = (step - timer_step) * config.batch_size / elapsed
@@ -319,15 +336,14 @@ def train_and_evaluate(config, workdir):
           scalars = {k: v for k, v in scalars.items() if k not in ('ldmi', 'effective_rank')}
         scalars.update(learning_rate=schedule(step - 1), images_per_second=images_per_second)
         writer.write_scalars(step, scalars)
-        if step % every == 0:
+        if step % every == 0 and metrics['finite']:   # a skipped step's eigenvalues are NaN
           writer.write_histograms(step, {'eigenvalues_R1': metrics['eigenvalues_R1']})
         eta = (num_steps - step) * elapsed / (step - timer_step)
         if is_main:
           print(f'step {step}/{num_steps}  loss {float(metrics["loss"]):.4f}  '
                 f'{images_per_second:.0f} img/s  ETA {eta / 60:.1f} min', flush=True)
         timer_step, timer = step, time.perf_counter()
-      preempted = preemption.reached(step)
-      if step % config.checkpoint_every_steps == 0 or step == num_steps or preempted:
+      if saves:
         save_state(manager, state)
       if preempted:
         if is_main:

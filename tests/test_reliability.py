@@ -114,8 +114,9 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypat
   assert manager.all_steps() == [2]
 
 
-def test_nonfinite_batch_is_skipped_when_allowed(tmp_path, monkeypatch):
-  monkeypatch.setattr(input_pipeline, 'pretrain_dataset', _poisoned(3))
+@pytest.mark.parametrize('bad_step', [3, 2])   # 2 is a log and checkpoint step
+def test_nonfinite_batch_is_skipped_when_allowed(tmp_path, monkeypatch, bad_step):
+  monkeypatch.setattr(input_pipeline, 'pretrain_dataset', _poisoned(bad_step))
   state = train.train_and_evaluate(tiny_config(total_steps=6, max_skipped_batches=1),
                                    str(tmp_path))
   assert int(state.step) == 6
