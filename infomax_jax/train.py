@@ -221,7 +221,8 @@ class _Preemption:
 
 class _ConsoleWriter:
   """The metric writer where clu's TensorBoard backend (TensorFlow) is missing: scalars go to the
-  absl log, histograms nowhere; the progress line is printed either way."""
+  absl log at INFO level (which the command-line jobs silence), histograms nowhere; the progress
+  line is printed either way."""
 
   def write_scalars(self, step, scalars):
     logging.info('[%d] %s', step, ', '.join(f'{k}={float(v):.6g}' for k, v in scalars.items()))
@@ -239,7 +240,8 @@ def metric_writer(workdir, is_main):
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     if is_main:
-      print(f'TensorBoard event files are off ({e}): metrics go to the console only', flush=True)
+      print(f'TensorBoard event files are off ({e}): the progress line is the only metric '
+            'output', flush=True)
     return _ConsoleWriter()
   return metric_writers.create_default_writer(workdir, just_logging=not is_main)
 
