@@ -111,7 +111,7 @@ def standardizer(x, enabled=True):
     return lambda features: features
   x = np.asarray(x, np.float64)
   mean, std = x.mean(axis=0), x.std(axis=0)
-  scale = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 1.0)
+  scale = 1.0 / np.where(std > 0, std, 1.0)
   mean, scale = mean.astype(np.float32), scale.astype(np.float32)
   return lambda features: (features - mean) * scale
 
