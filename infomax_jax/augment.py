@@ -24,7 +24,9 @@ Unlike PIL, intermediate images are not rounded to 8 bits.
 """
 import math
 
-import tensorflow as tf
+from infomax_jax import cli  # before TensorFlow, whose start-up banner it silences
+cli.import_tensorflow_quietly()
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from infomax_jax import sources
 

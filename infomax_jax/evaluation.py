@@ -25,20 +25,20 @@ REPORT = 'probe.json'   # evaluation → encoder → step → result, written by
 
 def load_config(workdir):
   """The config.json a pretraining job wrote into `workdir`."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
+  path = train.workdir_path(workdir) / 'config.json'
+  if not path.exists():
     raise FileNotFoundError(f'no config.json in {workdir}: not a pretraining workdir')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def load_report(workdir):
   """The probe job's results in `workdir` ({} if there are none yet)."""
-  path = os.path.join(workdir, REPORT)
-  if not os.path.isfile(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
+  path = train.workdir_path(workdir) / REPORT
+  return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_report(workdir, report):
+  (train.workdir_path(workdir) / REPORT).write_text(json.dumps(report, indent=2))
 
 
 def checkpoint_steps(workdir, which='latest'):
@@ -46,7 +46,7 @@ def checkpoint_steps(workdir, which='latest'):
   manager = train.checkpoint_manager(workdir, read_only=True)
   steps = list(manager.all_steps())
   if not steps:
-    raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, "checkpoints")}')
+    raise FileNotFoundError(f'no checkpoint in {train.workdir_path(workdir) / "checkpoints"}')
   which = str(which)
   if which == 'latest':
     return manager, [max(steps)]

@@ -20,11 +20,14 @@ and a restart at step s continues exactly the stream an uninterrupted run would 
 import concurrent.futures
 import dataclasses
 import os
+import socket
 import tarfile
 from typing import Optional
 
 import numpy as np
-import tensorflow as tf
+from infomax_jax import cli  # before TensorFlow, whose start-up banner it silences
+cli.import_tensorflow_quietly()
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from infomax_jax import augment
 from infomax_jax import sources
@@ -72,7 +75,8 @@ def _read_archive(path, split):
             and parts[-1].lower().endswith(IMAGE_EXTENSIONS)):
           items.append((parts[-2], f'{path}:{member.name}', archive.extractfile(member).read()))
   except (tarfile.TarError, OSError, EOFError) as e:
-    raise ValueError(f'cannot read data archive {path}: {e}') from None
+    reason = '; '.join(line.strip(' -:') for line in str(e).splitlines() if line.strip())
+    raise ValueError(f'cannot read data archive {path}: {reason}') from None
   labels, class_names, names, data = _group_by_class(items, f'split {split!r} of archive {path}')
   return Examples(labels, class_names, names, encoded=data)
 
@@ -91,11 +95,28 @@ def _read_folder(path, split):
   return Examples(labels, class_names, names, paths=paths)
 
 
+TFDS_DOWNLOAD_HOST = 'storage.googleapis.com'
+
+
+def _reachable(host, port=443, timeout=5.0):
+  try:
+    socket.create_connection((host, port), timeout).close()
+    return True
+  except OSError:
+    return False
+
+
 def _read_tfds(name, split, data_dir):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
     builder = tfds.builder(name, data_dir=data_dir)
-    builder.download_and_prepare()
+    if not builder.is_prepared():
+      if not _reachable(TFDS_DOWNLOAD_HOST):
+        raise ValueError(f'it is not prepared in {builder.data_dir} and {TFDS_DOWNLOAD_HOST} '
+                         f'cannot be reached to download it: run `tfds build {name} --data_dir=DIR`'
+                         f' where there is network, copy DIR here and set '
+                         f'--config.data.tfds_data_dir=DIR')
+      builder.download_and_prepare()
     ds = builder.as_dataset(split=split, as_supervised=True,
                             decoders={'image': tfds.decode.SkipDecoding()})
     items = list(tfds.as_numpy(ds))

@@ -2,13 +2,18 @@
 
     python -m infomax_jax.main --config=configs/demo.py --workdir=/tmp/demo [--config.x=y ...]
 
-Restarting the same command resumes from the latest checkpoint in --workdir.
+Restarting the same command resumes from the latest checkpoint in --workdir. Ctrl-C (or SIGTERM)
+saves at the next step boundary and exits; a second Ctrl-C aborts without saving.
+`--config.loss.name=X` builds the config with loss X's defaults and recipe, as the config argument
+`--config=FILE:X` does; X's own fields then take overrides (`--config.loss.<field>=...`).
 
 Several processes (multi-host): run the same command on every host with --distributed (TPU pods
 and SLURM allocations are detected by jax.distributed), or name the coordinator explicitly:
 --coordinator=HOST:PORT --num_processes=N --process_id=I. All devices of all processes form one
 mesh; each process reads its own slice of every global batch; process 0 logs.
 """
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -16,6 +21,7 @@ import jax
 from ml_collections import config_flags
 
 from infomax_jax import cli
+from infomax_jax import losses
 from infomax_jax import train
 
 FLAGS = flags.FLAGS
@@ -49,6 +55,8 @@ def main(argv):
 
 
 def run():
+  # The config flag reads its overrides from sys.argv itself.
+  sys.argv = cli.loss_in_config_argument(sys.argv, losses.names())
   cli.run(main)
 
 

@@ -19,6 +19,7 @@ import os
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -26,8 +27,6 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags
 import numpy as np
-from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.util import tensor_util
 
 from infomax_jax import cli
 from infomax_jax import evaluation
@@ -44,6 +43,8 @@ EIGENVALUE_FLOOR = 1e-12   # eigenvalues at or below it (zero within precision) 
 
 def read_scalars(workdir, tags=('loss', 'ldmi')):
   """{tag: (steps, values)} of the TensorBoard scalars in `workdir` (last write of a step wins)."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
   events = event_accumulator.EventAccumulator(workdir,
                                               size_guidance={event_accumulator.TENSORS: 0})
   events.Reload()
@@ -96,6 +97,14 @@ def _empty(ax, text):
   ax.text(0.5, 0.5, text, ha='center', va='center', transform=ax.transAxes, color='gray')
 
 
+def _save(fig, path):
+  """Writes the figure as PNG through etils (local or bucket paths) and frees it."""
+  fig.tight_layout()
+  with epath.Path(path).open('wb') as f:
+    fig.savefig(f, format='png', dpi=100)
+  plt.close(fig)
+
+
 def plot_training(runs, path):
   fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
   for ax, tag, title in ((axes[0], 'loss', 'training loss'), (axes[1], 'ldmi', 'training LDMI')):
@@ -118,9 +127,7 @@ def plot_training(runs, path):
     if ax.lines:
       ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def plot_eigenvalues(runs, path):
@@ -132,9 +139,7 @@ def plot_eigenvalues(runs, path):
          xlabel='index (sorted)', ylabel='eigenvalue')
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3, which='both')
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def plot_tsne(runs, path):
@@ -151,9 +156,7 @@ def plot_tsne(runs, path):
       ax.legend(fontsize=7, markerscale=1.5, loc='best')
     ax.set(title=f'{run["label"]}, step {run["step"]}: t-SNE of encoder features',
            xticks=[], yticks=[])
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def check_workdirs(workdirs, step=None):
@@ -184,9 +187,10 @@ def write_plots(checked, out, tsne_config):
         class_names=examples.class_names, tsne_labels=labels[chosen],
         tsne=tsne.tsne(features[chosen], tsne_config.perplexity, tsne_config.exaggeration,
                        tsne_config.iterations, tsne_config.seed)))
-  paths = [os.path.join(out, name) for name in FILES]
+  out = train.workdir_path(out)
+  paths = [str(out / name) for name in FILES]
   if jax.process_index() == 0:
-    os.makedirs(out, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     for plot, path in zip((plot_training, plot_eigenvalues, plot_tsne), paths):
       plot(runs, path)
   return paths

@@ -248,8 +248,7 @@ def run_probe(config, workdir, encoders=ENCODERS, evaluations=EVALUATIONS, step=
                                          test_examples, mesh):
       report.setdefault(name, {}).setdefault(encoder, {})[str(number)] = result
       if is_main:
-        with open(os.path.join(workdir, evaluation.REPORT), 'w') as f:
-          json.dump(report, f, indent=2)
+        evaluation.save_report(workdir, report)
         print(f'{name:>16}  {encoder:>7} encoder, step {number:>6}:  top-1 {result["top1"]:6.2f}%'
               f'  top-5 {result["top5"]:6.2f}%  ({result["seconds"]:.0f} s)', flush=True)
   if write_plots:

@@ -17,6 +17,7 @@ import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 import optax
 import orbax.checkpoint as ocp
 
@@ -168,11 +169,18 @@ def compile_train_step(config, model, tx, mesh, num_steps):
                  donate_argnums=0)
 
 
+def workdir_path(workdir):
+  """The workdir as an etils path: a local directory (made absolute) or a bucket URI (gs://...),
+  which every read and write of a workdir goes through."""
+  workdir = str(workdir)
+  return epath.Path(workdir if '://' in workdir else os.path.abspath(workdir))
+
+
 def checkpoint_manager(workdir, config=None, read_only=False):
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.keep_checkpoints if config else None, create=not read_only,
       read_only=read_only, enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
+  return ocp.CheckpointManager(workdir_path(workdir) / 'checkpoints',
                                options=options,
                                item_handlers={'state': ocp.PyTreeCheckpointHandler()})
 
@@ -196,17 +204,24 @@ def global_batch(local_batch, sharding):
 
 
 class _Preemption:
-  """SIGTERM (single process) or the jax.distributed preemption notice (multi-host) asks the
-  loop to save at the next step boundary and return."""
+  """SIGTERM or Ctrl-C (single process) or the jax.distributed preemption notice (multi-host)
+  asks the loop to save at the next step boundary and return; a second Ctrl-C aborts at once."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __enter__(self):
     self.requested = False
-    self.previous = None
+    self.previous = {}
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self.previous = signal.signal(signal.SIGTERM, self._request)
+      self.previous = {s: signal.signal(s, self._request) for s in self.SIGNALS}
     return self
 
-  def _request(self, *_):
+  def _request(self, signum, _):
+    if signum == signal.SIGINT:
+      if self.requested:
+        raise KeyboardInterrupt
+      print('interrupted: saving at the next step boundary (Ctrl-C again aborts without saving)',
+            flush=True)
     self.requested = True
 
   def reached(self, step):
@@ -215,8 +230,8 @@ class _Preemption:
     return self.requested
 
   def __exit__(self, *_):
-    if self.previous is not None:
-      signal.signal(signal.SIGTERM, self.previous)
+    for s, handler in self.previous.items():
+      signal.signal(s, handler)
 
 
 class _ConsoleWriter:
@@ -277,8 +292,7 @@ def train_and_evaluate(config, workdir):
 
   writer = metric_writer(workdir, is_main)
   if is_main:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    (workdir_path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
   if start >= num_steps:
     say(f'training already complete: step {start} of {num_steps} is saved in {workdir}')
     return state

@@ -17,6 +17,11 @@ def _require(condition, message):
 def validate_config(config):
   """Names, ranges and divisibility, before any data is read or any file is written."""
   module = losses.get(config.loss.name)
+  expected = set(losses.default_config(config.loss.name))
+  _require(set(config.loss) == expected,
+           f'config.loss has the fields {", ".join(sorted(set(config.loss) - {"name"}))}, loss '
+           f'{config.loss.name!r} has {", ".join(sorted(expected - {"name"}))}: name the loss in '
+           f'the config argument (--config=FILE:{config.loss.name}) so that its defaults load')
   _require(config.model.name in models.encoder_names(),
            f'unknown model {config.model.name!r}; known models: '
            f'{", ".join(models.encoder_names())}')

@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
-# Pretrain, then linear-probe, on all devices of this host.
-#   launch/single_host.sh CONFIG WORKDIR [--config.x=y ...]
-#   e.g. launch/single_host.sh configs/cifar10.py:corinfomax /runs/c10 --config.data.source=archive \
-#          --config.data.path=/data/cifar10-jpeg.tar.gz
+# Pretrain on all devices of this host, then run the probe job (linear probe, kNN,
+# semi-supervised fine-tuning; --evaluations of infomax_jax.probe selects).
+#   launch/single_host.sh [--dry-run] CONFIG WORKDIR [--config.x=y ...]
+#   e.g. launch/single_host.sh configs/cifar10.py:corinfomax /runs/c10
+# Options (anywhere on the line):
+#   --dry-run    print the two commands, run nothing
+#   -h, --help   this text
 set -euo pipefail
-usage() { sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; }
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then usage; exit 0; fi
-if [[ $# -lt 2 ]]; then usage >&2; exit 2; fi
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+die() { echo "error: $*" >&2; exit 2; }
+dry_run=0 args=()
+for arg in "$@"; do
+  case $arg in
+    --dry-run) dry_run=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) args+=("$arg") ;;
+  esac
+done
+set -- ${args[@]+"${args[@]}"}
+[[ $# -ge 2 ]] || die "CONFIG and WORKDIR are required (see --help)"
 config=$1 workdir=$2
 shift 2
 cd "$(dirname "$0")/.."
-python -m infomax_jax.main --config="$config" --workdir="$workdir" "$@"
-python -m infomax_jax.probe --workdir="$workdir"
+[[ -f ${config%%:*} ]] || die "config file not found: ${config%%:*}"
+run() { if [[ $dry_run == 1 ]]; then printf '%q ' "$@"; echo; else "$@"; fi; }
+run python -m infomax_jax.main --config="$config" --workdir="$workdir" "$@"
+run python -m infomax_jax.probe --workdir="$workdir"

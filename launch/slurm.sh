@@ -1,36 +1,50 @@
 #!/usr/bin/env bash
-# Pretrain on a multi-node SLURM GPU allocation, then linear-probe on the first node.
+# Pretrain on a multi-node SLURM GPU allocation, then run the probe job (linear probe, kNN,
+# semi-supervised fine-tuning) on the first node.
 #   sbatch --nodes=2 --gpus-per-node=8 --ntasks-per-node=1 launch/slurm.sh CONFIG WORKDIR [--config.x=y ...]
 #   sbatch --nodes=2 --gpus-per-node=8 --ntasks-per-node=8 launch/slurm.sh --per-gpu CONFIG WORKDIR ...
 # Options:
 #   --per-gpu     one process per GPU (each sees only its GPU); default: one process per node
 #                 seeing all of its GPUs (fewer processes, NCCL inside the node)
 #   --port PORT   coordinator port on the first node (default 12355)
-#   --dry-run     print the srun commands instead of running them
+#   --dry-run     print the srun commands, run nothing (anywhere on the line; outside an
+#                 allocation the first node shows as <head-node>)
+#   -h, --help    this text
 # The coordinator is the first host of SLURM_JOB_NODELIST; SLURM_NTASKS and SLURM_PROCID give
 # --num_processes / --process_id. WORKDIR must be on a file system every node sees.
 # Install first on the cluster: pip install -r requirements.txt "jax[cuda12]==0.10.2"
 set -euo pipefail
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() { echo "error: $*" >&2; exit 2; }
 per_gpu=0 port=12355 dry_run=0
+# --dry-run and --help count wherever they stand, also among the training flags at the end.
+args=()
+for arg in "$@"; do
+  case $arg in
+    --dry-run) dry_run=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) args+=("$arg") ;;
+  esac
+done
+set -- ${args[@]+"${args[@]}"}
 while [[ $# -gt 0 && $1 == --* ]]; do
   case $1 in
-    -h|--help) usage; exit 0 ;;
     --per-gpu) per_gpu=1; shift ;;
     --port) port=${2:?--port needs a value}; shift 2 ;;
-    --dry-run) dry_run=1; shift ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
 [[ $# -ge 2 ]] || die "CONFIG and WORKDIR are required (see --help)"
-[[ -n ${SLURM_JOB_NODELIST:-} && -n ${SLURM_NTASKS:-} ]] ||
+[[ $dry_run == 1 || ( -n ${SLURM_JOB_NODELIST:-} && -n ${SLURM_NTASKS:-} ) ]] ||
   die "not inside a SLURM allocation (SLURM_JOB_NODELIST / SLURM_NTASKS unset): submit with sbatch"
 config=$1 workdir=$2
 shift 2
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 [[ -f ${config%%:*} ]] || die "config file not found: ${config%%:*}"
-if command -v scontrol >/dev/null; then
+head_node='<head-node>'
+if [[ -z ${SLURM_JOB_NODELIST:-} ]]; then
+  :   # dry run outside an allocation
+elif command -v scontrol >/dev/null; then
   head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 elif [[ $SLURM_JOB_NODELIST =~ ^([^,\[]+)(\[([0-9]+))? ]]; then   # node[01-04,07] → node01
   head_node=${BASH_REMATCH[1]}${BASH_REMATCH[3]}

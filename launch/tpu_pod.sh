@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Pretrain on a Cloud TPU VM pod slice (e.g. v4-32: 4 hosts × 4 chips), then linear-probe.
+# Pretrain on a Cloud TPU VM pod slice (e.g. v4-32: 4 hosts × 4 chips), then run the probe job
+# (linear probe, kNN, semi-supervised fine-tuning) on worker 0.
 #   launch/tpu_pod.sh [options] CONFIG WORKDIR [--config.x=y ...]
 # Options:
 #   --name NAME          TPU VM name (required)
@@ -8,7 +9,8 @@
 #   --version VERSION    TPU VM runtime for --create (default tpu-ubuntu2204-base)
 #   --create             create the TPU VM first
 #   --skip-install       the code and packages are already on every worker
-#   --dry-run            print the gcloud commands instead of running them
+#   --dry-run            print the gcloud commands, run nothing (anywhere on the line)
+#   -h, --help           this text
 # WORKDIR must be shared by every host (a gs:// bucket): orbax saves and restores from all hosts.
 # The repository (this checkout) is copied to ~/infomax_jax on every worker, requirements and
 # jax[tpu] are installed, then the same command runs on all workers (--worker=all) with
@@ -17,23 +19,30 @@
 #   e.g. launch/tpu_pod.sh --name ssl-v4 --zone us-central2-b --create \
 #          configs/imagenet100.py:r50,corinfomax gs://bucket/in100_r50 --config.data.path=/data/in100
 set -euo pipefail
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() { echo "error: $*" >&2; exit 2; }
 name='' zone='' accelerator=v4-32 version=tpu-ubuntu2204-base create=0 install=1 dry_run=0
+# --dry-run and --help count wherever they stand, also among the training flags at the end.
+args=()
+for arg in "$@"; do
+  case $arg in
+    --dry-run) dry_run=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) args+=("$arg") ;;
+  esac
+done
+set -- ${args[@]+"${args[@]}"}
 while [[ $# -gt 0 && $1 == --* ]]; do
   case $1 in
-    -h|--help) usage; exit 0 ;;
     --name) name=${2:?--name needs a value}; shift 2 ;;
     --zone) zone=${2:?--zone needs a value}; shift 2 ;;
     --accelerator) accelerator=${2:?--accelerator needs a value}; shift 2 ;;
     --version) version=${2:?--version needs a value}; shift 2 ;;
     --create) create=1; shift ;;
     --skip-install) install=0; shift ;;
-    --dry-run) dry_run=1; shift ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
-[[ ${1:-} == -h ]] && { usage; exit 0; }
 [[ -n $name && -n $zone ]] || die "--name and --zone are required (see --help)"
 [[ $# -ge 2 ]] || die "CONFIG and WORKDIR are required (see --help)"
 config=$1 workdir=$2

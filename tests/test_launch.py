@@ -17,6 +17,36 @@ def launch(script, *args, env=None):
 def test_help(script):
   result = launch(script, '--help')
   assert result.returncode == 0 and 'CONFIG' in result.stdout and 'WORKDIR' in result.stdout
+  assert 'probe job' in result.stdout and '--dry-run' in result.stdout
+  assert 'set -euo' not in result.stdout and 'usage()' not in result.stdout   # no script code
+
+
+def _recording_path(tmp_path):
+  """A PATH whose gcloud, srun and python only record that they were run."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  for tool in ('gcloud', 'srun', 'python'):
+    (bin_dir / tool).write_text(f'#!/bin/sh\necho {tool} >> {tmp_path}/ran\n')
+    (bin_dir / tool).chmod(0o755)
+  return f'{bin_dir}:/usr/bin:/bin'
+
+
+@pytest.mark.parametrize('script,args', [
+    ('tpu_pod.sh', ['--name', 'x', '--zone', 'z', 'configs/demo.py', 'gs://b/r',
+                    '--config.total_steps=3', '--dry-run']),
+    ('tpu_pod.sh', ['--dry-run', '--name', 'x', '--zone', 'z', '--create', 'configs/demo.py',
+                    'gs://b/r']),
+    ('slurm.sh', ['configs/demo.py', '/shared/r', '--dry-run']),
+    ('single_host.sh', ['configs/demo.py', '/tmp/r', '--config.total_steps=3', '--dry-run']),
+])
+def test_dry_run_anywhere_executes_nothing(tmp_path, script, args):
+  result = launch(script, *args, env={'PATH': _recording_path(tmp_path), 'SLURM_JOB_NODELIST': '',
+                                      'SLURM_NTASKS': ''})
+  assert result.returncode == 0, result.stderr
+  assert not (tmp_path / 'ran').exists()
+  lines = result.stdout.splitlines()
+  assert any('infomax_jax.main' in l for l in lines) and 'infomax_jax.probe' in lines[-1]
+  assert not any('--dry-run' in l for l in lines)
 
 
 def test_tpu_pod_dry_run_passes_the_config_through():
