@@ -80,6 +80,9 @@ def main():
   parser.add_argument('--compute_dtype', default='float32')
   parser.add_argument('--out', default='benchmarks/results/communication.json')
   args = parser.parse_args()
+  if jax.device_count() == 1:
+    raise SystemExit('error: one device: collectives need several; on a CPU simulate 8 with '
+                     'XLA_FLAGS=--xla_force_host_platform_device_count=8')
   results = {'devices': jax.device_count(), 'batch': args.batch, 'runs': {}}
   print(f'{jax.device_count()} devices, global batch {args.batch}: bytes per device per step')
   for loss in args.losses:

@@ -14,13 +14,18 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+torch = report.import_or_exit('torch')
+F = torch.nn.functional
 
 # (input channels, output channels, kernel, stride, input size, occurrences) of ResNet-18 with
 # the CIFAR stem on 32-px images.

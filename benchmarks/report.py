@@ -1,10 +1,20 @@
 """What the benchmarks share: timing a jitted call, and writing the figures as JSON (`--out`)."""
+import importlib
 import json
 import os
 import statistics
 import time
 
 import jax
+
+
+def import_or_exit(name):
+  """The module `name`, or a one-line exit naming the file that installs it."""
+  try:
+    return importlib.import_module(name)
+  except ImportError:
+    raise SystemExit(f'error: this benchmark needs {name}, which requirements.txt leaves out: '
+                     'pip install -r requirements-bench.txt') from None
 
 
 def median_seconds(fn, args, warmup, repeats):

@@ -40,11 +40,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 import jax.numpy as jnp
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from benchmarks import report
+
+torch = report.import_or_exit('torch')
+F = torch.nn.functional
+nn = torch.nn
 from configs import cifar10
 from infomax_jax import input_pipeline
 from infomax_jax import models
