@@ -44,8 +44,12 @@ def base_config(loss='corinfomax', architecture='r18'):
   config.loss = losses.default_config(loss)
   module = losses.get(loss)
   config.projector = ml_collections.ConfigDict(dict(
-      dims=(2048, 2048, 64), hidden_batchnorm=module.PROJECTOR_HIDDEN_BATCHNORM,
-      l2_normalize=module.L2_NORMALIZED_EMBEDDINGS))
+      dims=getattr(module, 'PROJECTOR_DIMS', (2048, 2048, 64)), hidden_batchnorm=module.PROJECTOR_HIDDEN_BATCHNORM,
+      l2_normalize=module.L2_NORMALIZED_EMBEDDINGS,
+      output_batchnorm=getattr(module, 'PROJECTOR_OUTPUT_BATCHNORM', False)))
+  # BYOL and SimSiam: Linear → BN → ReLU → Linear onto the projector's output size; 0: none.
+  config.predictor = ml_collections.ConfigDict(dict(
+      hidden_dim=getattr(module, 'PREDICTOR_HIDDEN_DIM', 0)))
   config.optimizer = ml_collections.ConfigDict(dict(
       name='sgd', peak_lr=0.5, base_batch_size=0, min_lr=1e-6, warmup_init_lr=0.003,
       warmup_epochs=10, warmup_steps=0, momentum=0.9, weight_decay=1e-4, lars_eta=0.02))
@@ -76,7 +80,7 @@ def thesis_config(loss, architecture, *, data, image_size, normalization, cifar_
   config.data.image_size = image_size
   config.data.normalization = normalization
   config.model.cifar_stem = cifar_stem
-  config.projector.dims = tuple(projector_dims)
+  config.projector.dims = tuple(getattr(losses.get(loss), 'PROJECTOR_DIMS', projector_dims))
   if hidden_batchnorm is not None:
     config.projector.hidden_batchnorm = hidden_batchnorm
   config.num_epochs = epochs

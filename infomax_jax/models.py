@@ -5,7 +5,7 @@ max-pool) for 32-px inputs and a width multiplier for CPU-sized runs; the projec
 hidden layers, optional hidden BatchNorm and a bias-free linear output, L2-normalised.
 """
 import functools
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -90,10 +90,16 @@ class ResNet(nn.Module):
 
 
 class Projector(nn.Module):
-  """MLP: (Linear → [BatchNorm] → ReLU) per hidden dim, then a bias-free Linear; L2-normalised."""
+  """MLP: (Linear → [BatchNorm] → ReLU) per hidden dim, then a Linear (bias-free unless
+  `output_bias`), [a BatchNorm without scale and offset (SimSiam)], [L2-normalised].
+
+  Also the predictor of BYOL and SimSiam: dims (hidden, output), hidden BatchNorm, output bias.
+  """
   dims: Sequence[int]
   hidden_batchnorm: bool = False
   l2_normalize: bool = True
+  output_batchnorm: bool = False
+  output_bias: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -107,8 +113,12 @@ class Projector(nn.Module):
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, param_dtype=param_dtype, use_fast_variance=False)(x)
       x = nn.relu(x)
-    x = nn.Dense(self.dims[-1], use_bias=False, kernel_init=linear_init, dtype=self.dtype,
-                 param_dtype=param_dtype)(x)
+    x = nn.Dense(self.dims[-1], use_bias=self.output_bias, kernel_init=linear_init,
+                 dtype=self.dtype, param_dtype=param_dtype)(x)
+    if self.output_batchnorm:
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_scale=False,
+                       use_bias=False, dtype=self.dtype, param_dtype=param_dtype,
+                       use_fast_variance=False)(x)
     x = x.astype(param_dtype)
     if self.l2_normalize:
       # max(‖x‖, 1e-12) as torch's F.normalize, with a finite gradient at a zero row (a
@@ -118,13 +128,23 @@ class Projector(nn.Module):
 
 
 class SSLModel(nn.Module):
-  """Encoder + projector; returns (features before the projector, projector output)."""
+  """Encoder + projector [+ predictor]; returns (features before the projector, projector output).
+
+  The predictor (BYOL, SimSiam) maps projector outputs to predictions with `predict`.
+  """
   encoder: nn.Module
   projector: nn.Module
+  predictor: Optional[nn.Module] = None
 
   def __call__(self, x, train: bool):
     features = self.encoder(x, train)
-    return features, self.projector(features, train)
+    z = self.projector(features, train)
+    if self.predictor is not None and self.is_initializing():
+      self.predictor(z, train)   # creates its parameters
+    return features, z
+
+  def predict(self, z, train: bool):
+    return self.predictor(z, train)
 
 
 _ENCODERS = {
@@ -162,5 +182,10 @@ def build_model(config, dtype=None):
   if dtype is None:
     dtype = COMPUTE_DTYPES[config.get('compute_dtype', 'float32')]
   projector = Projector(tuple(config.projector.dims), config.projector.hidden_batchnorm,
-                        config.projector.l2_normalize, dtype=dtype)
-  return SSLModel(build_encoder(config.model, dtype), projector)
+                        config.projector.l2_normalize,
+                        config.projector.get('output_batchnorm', False), dtype=dtype)
+  predictor = None
+  if config.get('predictor') and config.predictor.hidden_dim:
+    predictor = Projector((config.predictor.hidden_dim, config.projector.dims[-1]),
+                          hidden_batchnorm=True, l2_normalize=False, output_bias=True, dtype=dtype)
+  return SSLModel(build_encoder(config.model, dtype), projector, predictor)

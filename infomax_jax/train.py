@@ -76,7 +76,8 @@ def _is_matrix(params):
 
 def make_optimizer(config, num_train):
   """`sgd`: PyTorch-style SGD, weight decay added to the gradient, then heavy-ball momentum (the
-  thesis optimizer). `lars`: optax LARS (You et al. 2017) with the trust coefficient
+  thesis optimizer). `adam`: Adam with weight decay added to the gradient (torch.optim.Adam; W-MSE).
+  `lars`: optax LARS (You et al. 2017) with the trust coefficient
   `lars_eta`, biases and BatchNorm parameters excluded from weight decay and trust ratio."""
   opt = config.optimizer
   schedule = learning_rate_schedule(config, num_train)
@@ -84,14 +85,17 @@ def make_optimizer(config, num_train):
     return optax.lars(schedule, weight_decay=opt.weight_decay, weight_decay_mask=_is_matrix,
                       trust_coefficient=opt.lars_eta, trust_ratio_mask=_is_matrix,
                       momentum=opt.momentum)
+  if opt.name == 'adam':   # torch.optim.Adam: weight decay as L2 added to the gradient
+    return optax.chain(optax.add_decayed_weights(opt.weight_decay), optax.adam(schedule))
   return optax.chain(optax.add_decayed_weights(opt.weight_decay),
                      optax.sgd(schedule, momentum=opt.momentum))
 
 
 def momentum_schedule(config, step, num_steps):
-  """Cosine EMA momentum of the target network, m0 → 1 over training (BYOL eq. in §3.1)."""
-  m0 = config.loss.target_momentum
-  return 1.0 - (1.0 - m0) * (jnp.cos(jnp.pi * step / num_steps) + 1.0) / 2.0
+  """Cosine EMA momentum of the target network, m0 → m1 over training (BYOL §3.2; m1 = 1 unless
+  the loss sets `target_momentum_final`, e.g. solo-learn's MoCo v2+ 0.999)."""
+  m0, m1 = config.loss.target_momentum, config.loss.get('target_momentum_final', 1.0)
+  return m1 - (m1 - m0) * (jnp.cos(jnp.pi * step / num_steps) + 1.0) / 2.0
 
 
 def create_train_state(config, model, tx, rng):
@@ -119,11 +123,20 @@ def train_step(state, batch, *, model, tx, config, num_steps):
     (_, z), updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
     return z, updates['batch_stats']
 
+  def predict(variables, z):
+    p, updates = model.apply(variables, z, train=True, method=model.predict,
+                             mutable=['batch_stats'])
+    return p, updates['batch_stats']
+
   def objective(params):
-    z1, batch_stats = forward({'params': params, 'batch_stats': state.batch_stats},
-                              batch['view1'])
-    z2, batch_stats = forward({'params': params, 'batch_stats': batch_stats}, batch['view2'])
-    views = {'z1': z1, 'z2': z2}
+    views, batch_stats = {}, state.batch_stats
+    for i in ('1', '2'):   # each view through encoder, projector [and predictor], as solo-learn
+      views['z' + i], batch_stats = forward({'params': params, 'batch_stats': batch_stats},
+                                            batch['view' + i])
+      if model.predictor is not None:
+        views['p' + i], batch_stats = predict({'params': params, 'batch_stats': batch_stats},
+                                              views['z' + i])
+    z1, z2 = views['z1'], views['z2']
     if state.target:
       views['t1'], _ = forward(state.target, batch['view1'])
       views['t2'], _ = forward(state.target, batch['view2'])

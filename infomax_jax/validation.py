@@ -6,7 +6,7 @@ from infomax_jax import sources
 from infomax_jax import losses
 from infomax_jax import models
 
-OPTIMIZERS = ('sgd', 'lars')   # train.make_optimizer
+OPTIMIZERS = ('sgd', 'lars', 'adam')   # train.make_optimizer
 
 
 def _require(condition, message):
@@ -85,7 +85,7 @@ def validate_config(config):
 
   # Tracing the loss on abstract embeddings catches its own option errors (e.g. loss.logdet).
   views = {k: jax.ShapeDtypeStruct((config.batch_size, dims[-1]), np.float32)
-           for k in ('z1', 'z2', 't1', 't2')}
+           for k in ('z1', 'z2', 't1', 't2', 'p1', 'p2')}
   jax.eval_shape(lambda v: module.loss_fn(v, module.init_state(dims[-1], loss), loss), views)
 
 

@@ -7,13 +7,17 @@ import pytest
 
 from infomax_jax import losses
 from infomax_jax.losses import barlow
+from infomax_jax.losses import byol
 from infomax_jax.losses import corinfomax
 from infomax_jax.losses import emi
 from infomax_jax.losses import linalg
 from infomax_jax.losses import minc
+from infomax_jax.losses import mocov2
 from infomax_jax.losses import simclr
+from infomax_jax.losses import simsiam
 from infomax_jax.losses import spectral
 from infomax_jax.losses import vicreg
+from infomax_jax.losses import wmse
 
 
 def config_of(name, **overrides):
@@ -24,22 +28,31 @@ def config_of(name, **overrides):
 
 def random_views(seed, n, dim, scale=1.0):
   rng = np.random.default_rng(seed)
-  return {k: scale * rng.normal(size=(n, dim)).astype(np.float32) for k in ('z1', 'z2', 't1', 't2')}
+  return {k: scale * rng.normal(size=(n, dim)).astype(np.float32)
+          for k in ('z1', 'z2', 't1', 't2', 'p1', 'p2')}
+
+
+def differentiable_views(module):
+  """The inputs a loss's gradient flows through: predictions p (BYOL, SimSiam) or embeddings z."""
+  return ('p1', 'p2') if hasattr(module, 'PREDICTOR_HIDDEN_DIM') else ('z1', 'z2')
 
 
 def gradient_step(module, config):
-  """Jitted (views, state) → (loss, d loss/d z1, d loss/d z2, new state, metrics)."""
+  """Jitted (views, state) → (loss, d loss/d view 1, d loss/d view 2, new state, metrics), the
+  gradients with respect to `differentiable_views(module)`."""
+  first, second = differentiable_views(module)
+
   def objective(z, rest, state):
     loss, new_state, metrics = module.loss_fn({**z, **rest}, state, config)
     return loss, (new_state, metrics)
 
   @jax.jit
   def step(views, state):
-    z = {k: views[k] for k in ('z1', 'z2')}
+    z = {k: views[k] for k in (first, second)}
     rest = {k: v for k, v in views.items() if k not in z}
     (loss, (new_state, metrics)), grads = jax.value_and_grad(objective, has_aux=True)(
         z, rest, state)
-    return loss, grads['z1'], grads['z2'], new_state, metrics
+    return loss, grads[first], grads[second], new_state, metrics
 
   return step
 
@@ -126,8 +139,131 @@ def np_corinfomax(z1, z2, state, alpha=250.0, lam=0.01, eps=1e-8):
   return alpha * np.mean((z1 - z2)**2) + cov_loss, cov_loss, new_state
 
 
+def np_cosine(a, b):
+  return np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def np_byol(p1, p2, t1, t2):
+  """BYOL eq. 2 symmetrised: Σ over the two pairings of 2 − 2·mean cos(p, t_other)."""
+  return (2 - 2 * np.mean(np_cosine(p1, t2))) + (2 - 2 * np.mean(np_cosine(p2, t1)))
+
+
+def np_simsiam(p1, p2, z1, z2):
+  return -(np.mean(np_cosine(p1, z2)) + np.mean(np_cosine(p2, z1))) / 2
+
+
+def np_mocov2(q1, q2, k1, k2, queue, temperature=0.2):
+  """solo-learn mocov2plus: [CE(q1 vs k2 and queue 2) + CE(q2 vs k1 and queue 1)] / 2."""
+  normalize = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  def nce(q, k, negatives):
+    q, k = normalize(q), normalize(k)
+    logits = np.concatenate([np.sum(q * k, 1, keepdims=True), q @ negatives.T], 1) / temperature
+    return np.mean(np.log(np.sum(np.exp(logits), 1)) - logits[:, 0])
+  return (nce(q1, k2, queue[1]) + nce(q2, k1, queue[0])) / 2
+
+
+def np_whiten(x):
+  """Official Whitening2d: (x − mean) L⁻ᵀ, L = chol(Cov with N − 1)."""
+  x = x - x.mean(0)
+  factor = np.linalg.cholesky(x.T @ x / (len(x) - 1))
+  return x @ np.linalg.inv(factor).T
+
+
+def np_wmse(z1, z2, groups):
+  w1, w2 = np.zeros_like(z1), np.zeros_like(z2)
+  for group in groups:
+    w1[group], w2[group] = np_whiten(z1[group]), np_whiten(z2[group])
+  return 2 - 2 * np.mean(np_cosine(w1, w2))
+
+
 BASELINES = [(vicreg, np_vicreg, 1.0), (barlow, np_barlow, 1.0), (simclr, np_simclr, 1.0),
              (spectral, np_spectral, 0.5)]
+
+
+def _f64(views, *names):
+  return [np.asarray(views[k], np.float64) for k in names]
+
+
+def test_byol_matches_numpy_reference():
+  views = random_views(30, 12, 6)
+  config = config_of('byol')
+  loss, g1, g2, _, metrics = value_and_grad(byol, config, views, byol.init_state(6, config))
+  p1, p2, t1, t2 = _f64(views, 'p1', 'p2', 't1', 't2')
+  np.testing.assert_allclose(loss, np_byol(p1, p2, t1, t2), rtol=1e-5)
+  r1, r2 = numeric_grad(lambda a, b: np_byol(a, b, t1, t2), p1, p2)
+  assert_grad_close(g1, r1)
+  assert_grad_close(g2, r2)
+  assert np.isclose(metrics['prediction_similarity'], 1 - np_byol(p1, p2, t1, t2) / 4, rtol=1e-5)
+
+
+def test_simsiam_matches_numpy_reference_and_stops_the_gradient_of_z():
+  views = random_views(31, 12, 6)
+  config = config_of('simsiam')
+  loss, g1, g2, _, _ = value_and_grad(simsiam, config, views, simsiam.init_state(6, config))
+  p1, p2, z1, z2 = _f64(views, 'p1', 'p2', 'z1', 'z2')
+  np.testing.assert_allclose(loss, np_simsiam(p1, p2, z1, z2), rtol=1e-5)
+  r1, r2 = numeric_grad(lambda a, b: np_simsiam(a, b, z1, z2), p1, p2)
+  assert_grad_close(g1, r1)
+  assert_grad_close(g2, r2)
+  dz = jax.grad(lambda z: simsiam.loss_fn({**views, **z}, {}, config)[0])(
+      {'z1': views['z1'], 'z2': views['z2']})
+  assert not np.any(dz['z1']) and not np.any(dz['z2'])
+
+
+def test_mocov2_matches_numpy_reference_and_enqueues_the_global_keys():
+  views = random_views(32, 8, 6)
+  config = config_of('mocov2', queue_size=24)
+  state = mocov2.init_state(6, config)
+  np.testing.assert_allclose(np.linalg.norm(state['queue'], axis=-1), 1.0, rtol=1e-6)
+  queue = np.asarray(state['queue'], np.float64)
+  step = gradient_step(mocov2, config)
+  loss, g1, g2, state, _ = step(views, state)
+  q1, q2, k1, k2 = _f64(views, 'z1', 'z2', 't1', 't2')
+  np.testing.assert_allclose(loss, np_mocov2(q1, q2, k1, k2, queue), rtol=1e-5)
+  r1, r2 = numeric_grad(lambda a, b: np_mocov2(a, b, k1, k2, queue), q1, q2)
+  assert_grad_close(g1, r1)
+  assert_grad_close(g2, r2)
+  normalize = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  expected = queue.copy()
+  expected[0, :8], expected[1, :8] = normalize(k1), normalize(k2)
+  np.testing.assert_allclose(state['queue'], expected, rtol=1e-5, atol=1e-6)
+  assert int(state['position']) == 8
+  for _ in range(2):   # wraps around: positions 8, 16, then 0
+    state = step(views, state)[3]
+  assert int(state['position']) == 0
+
+
+def test_mocov2_queue_size_must_be_a_multiple_of_the_batch():
+  views = random_views(33, 8, 6)
+  config = config_of('mocov2', queue_size=20)
+  with pytest.raises(ValueError, match='queue_size=20 must be a multiple of the global batch 8'):
+    mocov2.loss_fn(views, mocov2.init_state(6, config), config)
+
+
+def test_wmse_matches_numpy_reference_with_the_same_sub_batches():
+  views = random_views(34, 16, 3)
+  views['z2'] = views['z1'] + 0.5 * views['z2']
+  config = config_of('wmse', w_size=8)
+  state = wmse.init_state(3, config)
+  loss, g1, g2, new_state, _ = value_and_grad(wmse, config, views, state)
+  _, draw = jax.random.split(jax.random.wrap_key_data(state['key']))
+  groups = np.asarray(jax.random.permutation(draw, 16)).reshape(-1, 8)
+  z1, z2 = _f64(views, 'z1', 'z2')
+  np.testing.assert_allclose(loss, np_wmse(z1, z2, groups), rtol=1e-4)
+  r1, r2 = numeric_grad(lambda a, b: np_wmse(a, b, groups), z1, z2)
+  assert_grad_close(g1, r1, rtol=2e-3)
+  assert_grad_close(g2, r2, rtol=2e-3)
+  whitened = np.asarray(wmse.whiten(jnp.asarray(z1[:8], jnp.float32), 0.0), np.float64)
+  np.testing.assert_allclose(whitened.T @ whitened / 7, np.eye(3), atol=1e-4)
+  assert not np.array_equal(new_state['key'], state['key'])   # the next step draws anew
+
+
+def test_wmse_sub_batch_must_divide_the_batch_and_exceed_the_embedding():
+  views = random_views(35, 16, 8)
+  with pytest.raises(ValueError, match='w_size=4 must divide the global batch 16 and exceed the '
+                                       'embedding size 8'):
+    wmse.loss_fn(views, wmse.init_state(8, config_of('wmse', w_size=4)),
+                 config_of('wmse', w_size=4))
 
 
 @pytest.mark.parametrize('module,reference,scale', BASELINES,
@@ -374,7 +510,8 @@ def test_minc_does_not_collapse_where_spectral_does_not():
 
 VARIANTS = [('corinfomax', {}), ('emi', {}), ('emi', {'logdet': 'exact'}),
             ('minc', {}), ('minc', {'form': 'gha', 'target': 'online'}), ('spectral', {}),
-            ('vicreg', {}), ('barlow', {}), ('simclr', {})]
+            ('vicreg', {}), ('barlow', {}), ('simclr', {}), ('byol', {}), ('simsiam', {}),
+            ('mocov2', {'queue_size': 128}), ('wmse', {'w_size': 16})]
 VARIANT_IDS = [name + ''.join(f'-{v}' for v in overrides.values())
                for name, overrides in VARIANTS]
 
@@ -427,7 +564,19 @@ def test_one_and_eight_devices_agree(name, overrides, dtype):
   assert drift <= LOSS_DRIFT_TOLERANCES[dtype], f'{dtype}: relative drift {drift:.2e}'
 
 
-@pytest.mark.parametrize('name,overrides', VARIANTS, ids=VARIANT_IDS)
+# W-MSE whitens: a collapsed or N < P sub-batch has no whitening (the next test).
+FINITE_VARIANTS = [(n, o) for n, o in VARIANTS if n != 'wmse']
+
+
+def test_wmse_on_collapsed_embeddings_is_nonfinite_for_the_divergence_guard():
+  views = {k: np.ones((16, 4), np.float32) for k in ('z1', 'z2')}
+  config = config_of('wmse', w_size=8)
+  loss = wmse.loss_fn(views, wmse.init_state(4, config), config)[0]
+  assert not np.isfinite(loss)   # train.py stops with one line (or skips the batch)
+
+
+@pytest.mark.parametrize('name,overrides', FINITE_VARIANTS,
+                         ids=[i for i, v in zip(VARIANT_IDS, VARIANTS) if v in FINITE_VARIANTS])
 @pytest.mark.parametrize('case', ['collapsed', 'n_below_p'])
 def test_finite_on_degenerate_embeddings(name, overrides, case):
   n, dim = (16, 8) if case == 'collapsed' else (4, 16)

@@ -17,6 +17,11 @@ def tiny_config(loss='corinfomax', **overrides):
   config.checkpoint_every_steps = 2
   config.probe.epochs = 2
   config.probe.feature_batch_size = 400
+  if loss == 'mocov2':
+    config.loss.queue_size = 64
+  if loss == 'wmse':   # whitening needs sub-batches larger than the embedding
+    config.projector.dims = (32, 8)
+    config.loss.w_size = 16
   for key, value in overrides.items():
     node = config
     *path, last = key.split('.')

@@ -7,7 +7,10 @@ Optional module attributes: `uses_target_network(config) -> bool` (the train ste
 momentum-encoder embeddings t1, t2 to `views` and keeps an EMA target in the TrainState, with
 momentum `config.target_momentum`), and `diagnostic_covariances(state, z1, z2)` (running
 covariances to report the collapse diagnostics from, instead of the batch ones), and `OPTIMIZER`
-(a dict of `config.optimizer` values from the loss's own recipe, e.g. LARS; configs apply it).
+(a dict of `config.optimizer` values from the loss's own recipe, e.g. LARS; configs apply it),
+`PROJECTOR_DIMS` (the projector of the loss's own recipe, which the experiment configs use
+instead of the thesis one), `PREDICTOR_HIDDEN_DIM` (the train step then adds predictions p1, p2 of a predictor MLP to `views`)
+and `PROJECTOR_OUTPUT_BATCHNORM` (BatchNorm without scale and offset after the projector).
 
 Adding a loss is one new file in this package plus one line in `_REGISTRY`.
 """
@@ -15,13 +18,17 @@ import jax
 import jax.numpy as jnp
 
 from infomax_jax.losses import barlow
+from infomax_jax.losses import byol
 from infomax_jax.losses import corinfomax
 from infomax_jax.losses import emi
 from infomax_jax.losses import linalg
 from infomax_jax.losses import minc
+from infomax_jax.losses import mocov2
 from infomax_jax.losses import simclr
+from infomax_jax.losses import simsiam
 from infomax_jax.losses import spectral
 from infomax_jax.losses import vicreg
+from infomax_jax.losses import wmse
 
 _REGISTRY = {
     'corinfomax': corinfomax,
@@ -31,6 +38,10 @@ _REGISTRY = {
     'vicreg': vicreg,
     'barlow': barlow,
     'simclr': simclr,
+    'byol': byol,
+    'simsiam': simsiam,
+    'mocov2': mocov2,
+    'wmse': wmse,
 }
 
 
