@@ -93,4 +93,12 @@ def thesis_config(loss, architecture, *, data, image_size, normalization, cifar_
     config.loss.lam = lam
   if loss == 'simclr' and image_size > 64:
     config.loss.temperature = 0.1      # LOSSES.md §4: 0.2 on CIFAR, 0.1 on ImageNet
+  if loss == 'byol' and image_size > 64:
+    config.loss.target_momentum = 0.996   # BYOL §3.2 (ImageNet)
+  if loss == 'mocov2':
+    # MoCo v2 on ImageNet: queue 65,536, constant momentum 0.999; the queue is cut to a multiple of
+    # the global batch (solo-learn asserts divisibility).
+    if image_size > 64:
+      config.loss.update(queue_size=65536, target_momentum=0.999, target_momentum_final=0.999)
+    config.loss.queue_size -= config.loss.queue_size % batch_size
   return config

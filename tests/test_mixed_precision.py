@@ -60,7 +60,7 @@ def test_bfloat16_loss_within_2e2_of_float32(name, embeddings):
   for dtype in ('float32', 'bfloat16'):
     z1, z2 = embeddings(config.projector.hidden_batchnorm, config.projector.l2_normalize, dtype)
     assert z1.dtype == jnp.float32
-    views = {'z1': z1, 'z2': z2, 't1': z1, 't2': z2}
+    views = {'z1': z1, 'z2': z2, 't1': z1, 't2': z2, 'p1': z1, 'p2': z2}
     state = module.init_state(config.projector.dims[-1], config.loss)
     values[dtype] = float(module.loss_fn(views, state, config.loss)[0])
   assert np.isfinite(values['bfloat16'])

@@ -19,7 +19,7 @@ from tests.tiny import tiny_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BAD_INPUTS = [
-    ({'loss.name': 'infonce'}, "unknown loss 'infonce'; known losses: barlow, corinfomax"),
+    ({'loss.name': 'infonce'}, "unknown loss 'infonce'; known losses: barlow, byol, corinfomax"),
     ({'model.name': 'vit'}, "unknown model 'vit'; known models: resnet18, resnet50"),
     ({'data.source': 'hub'}, "unknown data source 'hub'"),
     ({'data.source': 'archive'}, "data source 'archive' needs --config.data.path"),

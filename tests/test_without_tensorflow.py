@@ -30,9 +30,11 @@ from infomax_jax import losses, train
 from tests.tiny import tiny_config
 for name in losses.names():
   config = losses.default_config(name)
+  if name == 'wmse':
+    config.w_size = 16
   module = losses.get(name)
-  keys = jax.random.split(jax.random.key(0), 4)
-  views = {{k: jax.random.normal(key, (16, 8)) for k, key in zip(('z1', 'z2', 't1', 't2'), keys)}}
+  keys = jax.random.split(jax.random.key(0), 6)
+  views = {{k: jax.random.normal(key, (16, 8)) for k, key in zip(('z1', 'z2', 't1', 't2', 'p1', 'p2'), keys)}}
   value, grads = jax.value_and_grad(lambda v: module.loss_fn(v, module.init_state(8, config),
                                                              config)[0])(views)
   assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads)), name
