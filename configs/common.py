@@ -44,7 +44,8 @@ def base_config(loss='corinfomax', architecture='r18'):
   config.loss = losses.default_config(loss)
   module = losses.get(loss)
   config.projector = ml_collections.ConfigDict(dict(
-      dims=getattr(module, 'PROJECTOR_DIMS', (2048, 2048, 64)), hidden_batchnorm=module.PROJECTOR_HIDDEN_BATCHNORM,
+      dims=getattr(module, 'PROJECTOR_DIMS', (2048, 2048, 64)),
+      hidden_batchnorm=module.PROJECTOR_HIDDEN_BATCHNORM,
       l2_normalize=module.L2_NORMALIZED_EMBEDDINGS,
       output_batchnorm=getattr(module, 'PROJECTOR_OUTPUT_BATCHNORM', False)))
   # BYOL and SimSiam: Linear → BN → ReLU → Linear onto the projector's output size; 0: none.
@@ -91,14 +92,8 @@ def thesis_config(loss, architecture, *, data, image_size, normalization, cifar_
   if loss == 'corinfomax':
     config.loss.alpha = alpha
     config.loss.lam = lam
-  if loss == 'simclr' and image_size > 64:
-    config.loss.temperature = 0.1      # LOSSES.md §4: 0.2 on CIFAR, 0.1 on ImageNet
-  if loss == 'byol' and image_size > 64:
-    config.loss.target_momentum = 0.996   # BYOL §3.2 (ImageNet)
-  if loss == 'mocov2':
-    # MoCo v2 on ImageNet: queue 65,536, constant momentum 0.999; the queue is cut to a multiple of
-    # the global batch (solo-learn asserts divisibility).
-    if image_size > 64:
-      config.loss.update(queue_size=65536, target_momentum=0.999, target_momentum_final=0.999)
+  if image_size > 64:   # the loss's ImageNet values, where they differ from its CIFAR defaults
+    config.loss.update(getattr(losses.get(loss), 'IMAGENET_LOSS', {}))
+  if 'queue_size' in config.loss:   # a queue takes whole global batches (MoCo, as solo-learn)
     config.loss.queue_size -= config.loss.queue_size % batch_size
   return config

@@ -98,6 +98,13 @@ def momentum_schedule(config, step, num_steps):
   return m1 - (m1 - m0) * (jnp.cos(jnp.pi * step / num_steps) + 1.0) / 2.0
 
 
+def target_variables(params, batch_stats):
+  """The variables the momentum target tracks: the online network's without the predictor,
+  which only the online branch applies (BYOL's target gives projections)."""
+  without_predictor = lambda tree: {k: v for k, v in tree.items() if k != 'predictor'}
+  return {'params': without_predictor(params), 'batch_stats': without_predictor(batch_stats)}
+
+
 def create_train_state(config, model, tx, rng):
   image = jnp.zeros((2, config.data.image_size, config.data.image_size, 3), jnp.float32)
   variables = model.init(rng, image, train=False)
@@ -107,7 +114,7 @@ def create_train_state(config, model, tx, rng):
   dtype = jax.tree.leaves(params)[0].dtype
   batch_stats = jax.tree.map(lambda x: x.astype(dtype), batch_stats)
   loss_module = losses.get(config.loss.name)
-  target = ({'params': params, 'batch_stats': batch_stats}
+  target = (target_variables(params, batch_stats)
             if losses.uses_target_network(config.loss) else {})
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     opt_state=tx.init(params),
@@ -153,7 +160,7 @@ def train_step(state, batch, *, model, tx, config, num_steps):
   if target:
     m = momentum_schedule(config, state.step, num_steps)
     target = jax.tree.map(lambda t, o: m * t + (1.0 - m) * o, target,
-                          {'params': params, 'batch_stats': batch_stats})
+                          target_variables(params, batch_stats))
     metrics['target_momentum'] = m
 
   every = config.diagnostics_every_steps or config.log_every_steps

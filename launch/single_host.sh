@@ -7,22 +7,11 @@
 #   --dry-run    print the two commands, run nothing
 #   -h, --help   this text
 set -euo pipefail
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
-die() { echo "error: $*" >&2; exit 2; }
-dry_run=0 args=()
-for arg in "$@"; do
-  case $arg in
-    --dry-run) dry_run=1 ;;
-    -h|--help) usage; exit 0 ;;
-    *) args+=("$arg") ;;
-  esac
-done
-set -- ${args[@]+"${args[@]}"}
+source "$(dirname "$0")/options.sh"
 [[ $# -ge 2 ]] || die "CONFIG and WORKDIR are required (see --help)"
 config=$1 workdir=$2
 shift 2
 cd "$(dirname "$0")/.."
 [[ -f ${config%%:*} ]] || die "config file not found: ${config%%:*}"
-run() { if [[ $dry_run == 1 ]]; then printf '%q ' "$@"; echo; else "$@"; fi; }
 run python -m infomax_jax.main --config="$config" --workdir="$workdir" "$@"
 run python -m infomax_jax.probe --workdir="$workdir"

@@ -14,19 +14,10 @@
 # --num_processes / --process_id. WORKDIR must be on a file system every node sees.
 # Install first on the cluster: pip install -r requirements.txt "jax[cuda12]==0.10.2"
 set -euo pipefail
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
-die() { echo "error: $*" >&2; exit 2; }
-per_gpu=0 port=12355 dry_run=0
-# --dry-run and --help count wherever they stand, also among the training flags at the end.
-args=()
-for arg in "$@"; do
-  case $arg in
-    --dry-run) dry_run=1 ;;
-    -h|--help) usage; exit 0 ;;
-    *) args+=("$arg") ;;
-  esac
-done
-set -- ${args[@]+"${args[@]}"}
+# sbatch runs a copy of this script from its spool directory: options.sh is found from the
+# submission directory (the repository root, as the examples above submit from).
+source "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}/launch/options.sh"
+per_gpu=0 port=12355
 while [[ $# -gt 0 && $1 == --* ]]; do
   case $1 in
     --per-gpu) per_gpu=1; shift ;;
@@ -52,7 +43,6 @@ fi
 
 extra=''
 [[ $# -gt 0 ]] && extra=" $(printf '%q ' "$@")"
-run() { if [[ $dry_run == 1 ]]; then printf '%q ' "$@"; echo; else "$@"; fi; }
 visible=''
 [[ $per_gpu == 1 ]] && visible='CUDA_VISIBLE_DEVICES=$SLURM_LOCALID '
 train="${visible}exec python -m infomax_jax.main --config=$(printf '%q' "$config") \

@@ -19,19 +19,8 @@
 #   e.g. launch/tpu_pod.sh --name ssl-v4 --zone us-central2-b --create \
 #          configs/imagenet100.py:r50,corinfomax gs://bucket/in100_r50 --config.data.path=/data/in100
 set -euo pipefail
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
-die() { echo "error: $*" >&2; exit 2; }
-name='' zone='' accelerator=v4-32 version=tpu-ubuntu2204-base create=0 install=1 dry_run=0
-# --dry-run and --help count wherever they stand, also among the training flags at the end.
-args=()
-for arg in "$@"; do
-  case $arg in
-    --dry-run) dry_run=1 ;;
-    -h|--help) usage; exit 0 ;;
-    *) args+=("$arg") ;;
-  esac
-done
-set -- ${args[@]+"${args[@]}"}
+source "$(dirname "$0")/options.sh"
+name='' zone='' accelerator=v4-32 version=tpu-ubuntu2204-base create=0 install=1
 while [[ $# -gt 0 && $1 == --* ]]; do
   case $1 in
     --name) name=${2:?--name needs a value}; shift 2 ;;
@@ -50,7 +39,6 @@ shift 2
 cd "$(dirname "$0")/.."
 [[ -f ${config%%:*} ]] || die "config file not found: ${config%%:*}"
 
-run() { if [[ $dry_run == 1 ]]; then printf '%q ' "$@"; echo; else "$@"; fi; }
 tpu=(gcloud compute tpus tpu-vm)
 extra=''
 [[ $# -gt 0 ]] && extra=" $(printf '%q ' "$@")"

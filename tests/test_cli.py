@@ -3,7 +3,6 @@ import os
 import signal
 import subprocess
 import sys
-import tarfile
 
 from absl import flags
 import jax
@@ -22,7 +21,7 @@ from tests.tiny import restore_numpy
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _parsed_config(argv):
+def parsed_config(argv):
   """The config that main's flag parsing builds from argv (after the loss swap)."""
   argv = cli.loss_in_config_argument(['main', *argv], losses.names())
   values = flags.FlagValues()
@@ -34,9 +33,9 @@ def _parsed_config(argv):
 
 @pytest.mark.parametrize('name', losses.names())
 def test_loss_swap_by_config_flag_loads_that_losses_defaults(name):
-  config = _parsed_config(['--config=configs/demo.py', f'--config.loss.name={name}'])
+  config = parsed_config(['--config=configs/demo.py', f'--config.loss.name={name}'])
   assert config.loss.to_dict() == losses.default_config(name).to_dict()
-  by_argument = _parsed_config([f'--config=configs/demo.py:{name}'])
+  by_argument = parsed_config([f'--config=configs/demo.py:{name}'])
   assert config.to_dict() == by_argument.to_dict()   # projector, optimizer: the loss's recipe
   validation.validate_config(config)
   # The swapped loss's own fields take overrides, placed before or after the swap.
@@ -46,7 +45,7 @@ def test_loss_swap_by_config_flag_loads_that_losses_defaults(name):
   value = config.loss[field] * 0.5 + 0.125
   for order in ((f'--config.loss.{field}={value}', f'--config.loss.name={name}'),
                 (f'--config.loss.name={name}', f'--config.loss.{field}={value}')):
-    assert _parsed_config(['--config=configs/cifar10.py:r18', *order]).loss[field] == value
+    assert parsed_config(['--config=configs/cifar10.py:r18', *order]).loss[field] == value
 
 
 def test_loss_swap_keeps_the_architecture_and_replaces_the_loss_word():
@@ -57,7 +56,7 @@ def test_loss_swap_keeps_the_architecture_and_replaces_the_loss_word():
 
 
 def test_config_whose_loss_fields_belong_to_another_loss_is_refused():
-  config = _parsed_config(['--config=configs/demo.py'])
+  config = parsed_config(['--config=configs/demo.py'])
   with config.unlocked():
     config.loss.name = 'vicreg'
   with pytest.raises(ValueError, match=r"^config.loss has the fields alpha, cov_init, eps, lam, loss 'vicreg'"

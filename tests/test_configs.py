@@ -82,6 +82,13 @@ def test_config_carries_thesis_values_for_every_loss(name, arch):
       assert 0 < config.loss.target_momentum < 1
     if loss == 'simclr':
       assert config.loss.temperature == (0.1 if expected['image_size'] == 224 else 0.2)
+    if expected['image_size'] == 224:   # the loss's ImageNet values (BYOL's 0.996, MoCo's 0.999)
+      imagenet = getattr(losses.get(loss), 'IMAGENET_LOSS', {})
+      assert all(config.loss[k] == v for k, v in imagenet.items() if k != 'queue_size')
+    if 'queue_size' in config.loss:   # whole global batches, as large as the recipe allows
+      assert config.loss.queue_size % config.batch_size == 0
+      recipe = 65536 if expected['image_size'] > 64 else 32768
+      assert config.loss.queue_size > recipe - config.batch_size
   # The argument's order does not matter and the loss defaults to CorInfoMax.
   assert module.get_config(f'corinfomax,{arch}').to_dict() == module.get_config(arch).to_dict()
 

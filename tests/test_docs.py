@@ -13,14 +13,11 @@ import shlex
 import subprocess
 import sys
 
-from absl import flags
-from ml_collections import config_flags
 import pytest
 
-from infomax_jax import cli
 from infomax_jax import evaluation_config
-from infomax_jax import losses
 from infomax_jax import validation
+from tests.test_cli import parsed_config
 from tests.test_reliability import TINY_FLAGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,17 +52,6 @@ def _defined_flags(path):
   return names
 
 
-def _config(argv):
-  """The config main builds from argv (the loss swap included); validated."""
-  argv = cli.loss_in_config_argument(['main', *argv], losses.names())
-  values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, '', flag_values=values, lock_config=True,
-                                  sys_argv=argv)
-  values(argv)
-  validation.validate_config(values.config)
-  return values.config
-
-
 def _check_program(words):
   """Flags of `python -m infomax_jax.X ...` or `python benchmarks/X.py ...` against its source."""
   environment = [w for w in words if re.match(r'^[A-Z_]+=', w)]
@@ -87,16 +73,15 @@ def _check_program(words):
     if arg.startswith('-'):
       name = arg.lstrip('-').split('=')[0].split('.')[0]
       assert name in defined or name.removeprefix('no') in defined, f'{path} has no flag --{name}'
-    if arg.startswith('--probe.'):
-      field, value = arg[len('--probe.'):].split('=')
+    if arg.startswith('--probe.'):   # the field exists in the probe section
       node = evaluation_config.probe_config()
-      for part in field.split('.'):
+      for part in arg[len('--probe.'):].split('=')[0].split('.'):
         node = node[part]
   if config_args:
-    _config([*config_args, *overrides])
+    validation.validate_config(parsed_config([*config_args, *overrides]))
 
 
-def _check_launcher(words, tmp_path):
+def _check_launcher(words):
   if words[0] == 'sbatch':
     words = words[next(i for i, w in enumerate(words) if w.startswith('launch/')):]
   result = subprocess.run(['bash', *words, '--dry-run'], cwd=ROOT, capture_output=True, text=True,
@@ -108,7 +93,7 @@ def _check_launcher(words, tmp_path):
 
 @pytest.mark.parametrize('doc,words', COMMANDS, ids=[f'{d}:{" ".join(w)[:60]}'
                                                      for d, w in COMMANDS])
-def test_documented_command(doc, words, tmp_path):
+def test_documented_command(doc, words):
   del doc
   for word in words:
     value = word.split('=', 1)[-1]
@@ -120,7 +105,7 @@ def test_documented_command(doc, words, tmp_path):
   if words[0] == 'pip':
     assert os.path.isfile(os.path.join(ROOT, words[words.index('-r') + 1]))
   elif words[0].startswith('launch/') or words[0] == 'sbatch':
-    _check_launcher(words, tmp_path)
+    _check_launcher(words)
   else:
     _check_program(words)
 

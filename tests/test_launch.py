@@ -31,6 +31,19 @@ def _recording_path(tmp_path):
   return f'{bin_dir}:/usr/bin:/bin'
 
 
+def test_slurm_runs_from_the_sbatch_spool_copy(tmp_path):
+  """sbatch runs a copy of the script from its spool directory: options.sh comes from the
+  submission directory."""
+  copy = tmp_path / 'slurm_script'
+  copy.write_text(open(os.path.join(ROOT, 'launch', 'slurm.sh')).read())
+  result = subprocess.run(['bash', str(copy), '--dry-run', 'configs/demo.py', '/shared/run'],
+                          cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, 'SLURM_SUBMIT_DIR': ROOT,
+                               'SLURM_JOB_NODELIST': 'gpu[07-08]', 'SLURM_NTASKS': '2'})
+  assert result.returncode == 0, result.stderr
+  assert '--coordinator=gpu07:12355' in result.stdout
+
+
 @pytest.mark.parametrize('script,args', [
     ('tpu_pod.sh', ['--name', 'x', '--zone', 'z', 'configs/demo.py', 'gs://b/r',
                     '--config.total_steps=3', '--dry-run']),

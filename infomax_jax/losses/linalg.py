@@ -41,6 +41,11 @@ def row_norms(z):
   return jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(z), axis=-1, keepdims=True), 1e-24))
 
 
+def cosine_similarity(a, b):
+  """Row-wise cos(a, b), with norms clamped at 1e-12 like torch's F.normalize."""
+  return jnp.sum(a / row_norms(a) * (b / row_norms(b)), axis=1)
+
+
 def clip_rows(z, mu):
   """Rows with norm ≥ sqrt(mu) rescaled to norm sqrt(mu); shorter rows unchanged (HaoChen et al.)."""
   norms = row_norms(z)

@@ -27,6 +27,11 @@ OPTIMIZER = dict(name='sgd', peak_lr=0.3, base_batch_size=256, min_lr=0.0, warmu
                  weight_decay=1e-4)
 
 
+# MoCo v2 on ImageNet: queue 65,536, constant momentum 0.999; the experiment configs apply it
+# above 64 px (and cut every queue to a multiple of the global batch).
+IMAGENET_LOSS = dict(queue_size=65536, target_momentum=0.999, target_momentum_final=0.999)
+
+
 def default_config():
   """τ = 0.2 (MoCo v2), queue 32,768 and key momentum 0.99 → 0.999 (solo-learn CIFAR; MoCo v2 on
   ImageNet: queue 65,536, a constant 0.999)."""

@@ -21,6 +21,10 @@ L2_NORMALIZED_EMBEDDINGS = True
 PROJECTOR_HIDDEN_BATCHNORM = True
 
 
+# ImageNet temperature (LOSSES.md §4); the experiment configs apply it above 64 px.
+IMAGENET_LOSS = dict(temperature=0.1)
+
+
 def default_config():
   """τ = 0.2, the CIFAR value (LOSSES.md §4); 0.1 for ImageNet."""
   return ml_collections.ConfigDict(dict(temperature=0.2))

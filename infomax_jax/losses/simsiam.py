@@ -11,7 +11,6 @@ import jax.numpy as jnp
 
 import ml_collections
 
-from infomax_jax.losses import byol
 from infomax_jax.losses import linalg
 
 L2_NORMALIZED_EMBEDDINGS = False
@@ -40,6 +39,6 @@ def loss_fn(views, state, config):
   del config
   p1, p2 = linalg.as_float(views['p1']), linalg.as_float(views['p2'])
   z1, z2 = jax.lax.stop_gradient((linalg.as_float(views['z1']), linalg.as_float(views['z2'])))
-  similarity = (jnp.mean(byol.cosine_similarity(p1, z2))
-                + jnp.mean(byol.cosine_similarity(p2, z1))) / 2.0
+  similarity = (jnp.mean(linalg.cosine_similarity(p1, z2))
+                + jnp.mean(linalg.cosine_similarity(p2, z1))) / 2.0
   return -similarity, state, {'prediction_similarity': similarity}

@@ -18,7 +18,6 @@ import jax.numpy as jnp
 
 import ml_collections
 
-from infomax_jax.losses import byol
 from infomax_jax.losses import linalg
 
 L2_NORMALIZED_EMBEDDINGS = False
@@ -64,6 +63,6 @@ def loss_fn(views, state, config):
     groups = jax.random.permutation(draw, n).reshape(-1, config.w_size)
     w1 = jax.vmap(whiten, (0, None))(z1[groups], config.w_eps).reshape(n, dim)
     w2 = jax.vmap(whiten, (0, None))(z2[groups], config.w_eps).reshape(n, dim)
-    loss += 2.0 - 2.0 * jnp.mean(byol.cosine_similarity(w1, w2))
+    loss += 2.0 - 2.0 * jnp.mean(linalg.cosine_similarity(w1, w2))
   loss /= config.w_iter
   return loss, {'key': jax.random.key_data(key)}, {}
