@@ -1,4 +1,5 @@
 """The command line: the loss swap by config flag, one-line errors for bad flags and inputs, Ctrl-C."""
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from infomax_jax import input_pipeline
 from infomax_jax import losses
 from infomax_jax import train
 from infomax_jax import validation
+from tests import fake_gcs
 from tests.test_reliability import TINY_FLAGS
 from tests.tiny import restore_numpy
 
@@ -162,3 +164,35 @@ def test_workdir_path_keeps_bucket_uris_and_makes_local_paths_absolute(tmp_path,
   assert str(train.workdir_path('gs://bucket/run') / 'config.json') == 'gs://bucket/run/config.json'
   monkeypatch.chdir(tmp_path)
   assert str(train.workdir_path('run')) == str(tmp_path / 'run')
+
+
+@pytest.mark.slow   # pretraining, probe and figures as three processes against a local GCS: ~90 s
+@pytest.mark.skipif(not fake_gcs.openssl_available(), reason='the fake GCS needs the openssl CLI')
+def test_pretrain_probe_plots_round_trip_on_a_bucket(tmp_path):
+  """gs:// workdir end to end, offline: every client (orbax/tensorstore, google-cloud-storage,
+  TensorFlow's GCS filesystem behind etils epath and clu's writers) talks to tests/fake_gcs.py,
+  and nothing is written to the local disk."""
+  workdir, out = 'gs://bucket/run', 'gs://bucket/figures'
+  commands = [
+      ['infomax_jax.main', f'--config={ROOT}/configs/demo.py', f'--workdir={workdir}', *TINY_FLAGS,
+       '--config.total_steps=4', '--config.checkpoint_every_steps=2'],
+      ['infomax_jax.probe', f'--workdir={workdir}', '--evaluations=linear,knn',
+       '--probe.epochs=1', '--probe.feature_batch_size=500'],
+      ['infomax_jax.plots', f'--workdir={workdir}', f'--out={out}'],
+  ]
+  scratch = tmp_path / 'cwd'
+  scratch.mkdir()
+  with fake_gcs.FakeGcs(tmp_path) as gcs:
+    for command in commands:
+      result = subprocess.run([sys.executable, '-m', *command], cwd=scratch, env=dict(
+          gcs.environment(), PYTHONPATH=ROOT), capture_output=True, text=True, timeout=600)
+      assert result.returncode == 0, result.stderr[-3000:]
+    objects = gcs.objects('bucket')
+    report = json.loads(gcs.read('bucket', 'run/probe.json'))
+  assert 'run/config.json' in objects
+  assert {'run/checkpoints/2/commit_success.txt', 'run/checkpoints/4/commit_success.txt',
+          'figures/training.png', 'figures/eigenvalues.png'} <= set(objects)
+  assert any(o.startswith('run/events.out.tfevents') for o in objects)
+  assert sorted(report) == ['knn_k20', 'knn_k200', 'linear']
+  assert report['linear']['trained']['4']['top1'] > 0
+  assert not any(scratch.iterdir())   # a bucket path made local would land in the cwd
