@@ -50,6 +50,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.ERROR)
+  train.workdir_path(FLAGS.workdir)   # a malformed bucket URI fails here, before any loading
   initialize_distributed()
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

@@ -6,6 +6,7 @@ covariances, negatives) are over the global batch.
 """
 import functools
 import os
+import re
 import signal
 import threading
 import time
@@ -193,6 +194,11 @@ def workdir_path(workdir):
   """The workdir as an etils path: a local directory (made absolute) or a bucket URI (gs://...),
   which every read and write of a workdir goes through."""
   workdir = str(workdir)
+  if workdir.startswith('gs://'):
+    bucket = workdir[len('gs://'):].split('/')[0]
+    if not re.fullmatch(r'[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]', bucket):
+      raise ValueError(f'workdir {workdir}: {bucket!r} is not a valid GCS bucket name (3-63 '
+                       'lowercase letters, digits, dots, dashes or underscores)')
   return epath.Path(workdir if '://' in workdir else os.path.abspath(workdir))
 
 

@@ -164,6 +164,8 @@ def test_workdir_path_keeps_bucket_uris_and_makes_local_paths_absolute(tmp_path,
   assert str(train.workdir_path('gs://bucket/run') / 'config.json') == 'gs://bucket/run/config.json'
   monkeypatch.chdir(tmp_path)
   assert str(train.workdir_path('run')) == str(tmp_path / 'run')
+  with pytest.raises(ValueError, match="'b' is not a valid GCS bucket name"):
+    train.workdir_path('gs://b/run')   # tensorstore would refuse it at the first save
 
 
 @pytest.mark.slow   # pretraining, probe and figures as three processes against a local GCS: ~90 s
