@@ -50,6 +50,12 @@ def _flag_values(argv, name):
   return found
 
 
+def overridden_fields(argv, name):
+  """Dotted paths of the fields below config flag `name` that argv sets (`--name.a.b=v`)."""
+  prefix = f'--{name}.'
+  return [arg[len(prefix):].split('=')[0] for arg in argv if arg.startswith(prefix)]
+
+
 def loss_in_config_argument(argv, loss_names):
   """argv with `--config.loss.name=X` moved into the config argument (`--config=FILE:...,X`).
 

@@ -16,12 +16,14 @@ docs/evaluation.md):
   knn     weighted cosine kNN, k = 20 and 200, T = 0.07 (knn.py)
   semi    fine-tuning encoder + head on 1 % and 10 % of the labels (finetune.py)
 
-Top-1/top-5 are merged into <workdir>/probe.json, keyed evaluation → encoder → step; results whose
+The protocol is the pretraining config's `probe` section (configs/imagenet1k.py: the step
+schedule from 25); each `--probe.<field>=<value>` replaces that one field. Top-1/top-5 are merged into <workdir>/probe.json, keyed evaluation → encoder → step; results whose
 protocol is unchanged are not recomputed unless --force. The figures of plots.py are then written
 into the workdir.
 """
 import json
 import os
+import sys
 import time
 
 from absl import app
@@ -258,12 +260,28 @@ def run_probe(config, workdir, encoders=ENCODERS, evaluations=EVALUATIONS, step=
   return report
 
 
+def probe_section(config, flag_probe, overridden):
+  """The pretraining config's probe section (e.g. ImageNet-1K's step schedule from lr 25) with
+  only the fields given on the command line (`overridden`, dotted paths) taken from the flag."""
+  if 'probe' not in config:
+    return flag_probe
+  probe = evaluation_config.probe_config()
+  probe.update(config.probe)
+  for path in overridden:
+    *parents, last = path.split('.')
+    source, target = flag_probe, probe
+    for parent in parents:
+      source, target = source[parent], target[parent]
+    target[last] = source[last]
+  return probe
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.ERROR)
   config = FLAGS.config or evaluation.load_config(FLAGS.workdir)
-  config.probe = FLAGS.probe
+  config.probe = probe_section(config, FLAGS.probe, cli.overridden_fields(sys.argv, 'probe'))
   run_probe(config, FLAGS.workdir, FLAGS.encoders, FLAGS.evaluations, FLAGS.step, FLAGS.force,
             FLAGS.plots)
 
@@ -272,7 +290,8 @@ def run():
   config_flags.DEFINE_config_file('config', None, 'Pretraining config file; default: the '
                                   '<workdir>/config.json written by the pretraining job.')
   config_flags.DEFINE_config_dict('probe', evaluation_config.probe_config(),
-                                  'Evaluation protocols.')
+                                  "Evaluation protocols; default: the pretraining config's probe "
+                                  'section, each --probe.x=y replaces one field of it.')
   flags.DEFINE_string('workdir', None, 'Pretraining workdir (checkpoints/ and config.json).')
   flags.DEFINE_list('encoders', list(ENCODERS), 'Which encoders to evaluate.')
   flags.DEFINE_list('evaluations', list(EVALUATIONS), 'Which evaluations to run.')

@@ -7,10 +7,14 @@ import subprocess
 import sys
 
 import numpy as np
+from absl import flags
+from ml_collections import config_flags
 from PIL import Image
 import pytest
 import scipy.optimize
 
+from configs import imagenet1k
+from infomax_jax import cli
 from infomax_jax import evaluation
 from infomax_jax import knn
 from infomax_jax import plots
@@ -124,6 +128,29 @@ def test_linear_schedules():
   step = probe.linear_schedule(config, steps_per_epoch=10)
   np.testing.assert_allclose([step(0), step(199), step(200), step(999)], [25, 25, 2.5, 25e-4],
                              rtol=1e-5)
+
+
+def _probe_section(config, *args):
+  """probe.main's protocol for `config` and the command-line arguments `args`."""
+  argv = ['probe', *args]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_dict('probe', evaluation_config.probe_config(), '',
+                                  flag_values=values, sys_argv=argv)
+  values(argv)
+  return probe.probe_section(config, values.probe, cli.overridden_fields(argv, 'probe'))
+
+
+def test_probe_keeps_the_configs_section_and_flags_override_single_fields():
+  imagenet = imagenet1k.get_config('r50,corinfomax')
+  section = _probe_section(imagenet)
+  assert (section.schedule, section.step_lr, section.step_epochs) == ('step', 25.0, 20)
+  step = probe.linear_schedule(section, steps_per_epoch=10)
+  np.testing.assert_allclose([step(0), step(200)], [25, 2.5], rtol=1e-6)
+  section = _probe_section(imagenet, '--probe.epochs=3', '--probe.knn.temperature=0.1')
+  assert (section.epochs, section.knn.temperature) == (3, 0.1)
+  assert (section.schedule, section.step_lr, section.knn.k) == ('step', 25.0, imagenet.probe.knn.k)
+  demo = tiny_config()
+  assert _probe_section(demo, '--probe.lr=0.5').to_dict() == dict(demo.probe.to_dict(), lr=0.5)
 
 
 def _dominant_direction_features(n, seed, classes=10, dim=32):
