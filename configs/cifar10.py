@@ -5,8 +5,9 @@ reference Table 5.1 column 1 (CorInfoMax 93.18 % top-1).
     python -m infomax_jax.main --config=configs/cifar10.py:vicreg --workdir=/runs/c10_vicreg \
         --config.data.source=archive --config.data.path=/data/cifar10-jpeg.tar.gz
 
-1000 epochs, batch 512, SGD lr 0.5 → 1e-6 cosine after 10 warm-up epochs from 0.003, momentum
-0.9, weight decay 1e-4; projector 2048-2048-64; CorInfoMax alpha 250, lam 0.01, eps 1e-8.
+1000 epochs, batch 512, SGD lr 0.5 → 1e-6 cosine after 10 warm-up epochs from 0.003 (moved
+once per epoch, as the official code's scheduler; `--config.optimizer.lr_schedule_per=step` moves
+it every step), momentum 0.9, weight decay 1e-4; projector 2048-2048-64; CorInfoMax alpha 250, lam 0.01, eps 1e-8.
 Argument: the loss name (default corinfomax).
 """
 from configs import common

@@ -53,7 +53,8 @@ def base_config(loss='corinfomax', architecture='r18'):
       hidden_dim=getattr(module, 'PREDICTOR_HIDDEN_DIM', 0)))
   config.optimizer = ml_collections.ConfigDict(dict(
       name='sgd', peak_lr=0.5, base_batch_size=0, min_lr=1e-6, warmup_init_lr=0.003,
-      warmup_epochs=10, warmup_steps=0, momentum=0.9, weight_decay=1e-4, lars_eta=0.02))
+      warmup_epochs=10, warmup_steps=0, momentum=0.9, weight_decay=1e-4, lars_eta=0.02,
+      lr_schedule_per='step'))   # or 'epoch' (train.learning_rate_schedule)
   config.optimizer.update(getattr(module, 'OPTIMIZER', {}))
 
   config.log_every_steps = 50
@@ -73,8 +74,10 @@ def thesis_config(loss, architecture, *, data, image_size, normalization, cifar_
 
   `alpha`/`lam` are CorInfoMax's; the other losses keep their papers' defaults
   (`losses.default_config`), with the data set's encoder, projector, batch and schedule.
-  `peak_lr`/`min_lr` are the thesis SGD's; a loss whose module declares an `OPTIMIZER` (VICReg,
-  Barlow Twins: LARS) keeps that one, as solo-learn trains the Table 5.1 baselines.
+  `peak_lr`/`min_lr` are the thesis SGD's, with the learning rate moved once per epoch as the
+  official code's scheduler; a loss whose module declares an `OPTIMIZER` (VICReg, Barlow Twins:
+  LARS) keeps that one and solo-learn's per-step schedule, as solo-learn trains the Table 5.1
+  baselines.
   """
   config = base_config(loss, architecture)
   config.data.update(data)
@@ -89,6 +92,8 @@ def thesis_config(loss, architecture, *, data, image_size, normalization, cifar_
   if not hasattr(losses.get(loss), 'OPTIMIZER'):   # those keep their own recipe's optimizer
     config.optimizer.peak_lr = peak_lr
     config.optimizer.min_lr = min_lr
+    # The official CorInfoMax code steps its scheduler once per epoch (solo-learn every step).
+    config.optimizer.lr_schedule_per = 'epoch'
   if loss == 'corinfomax':
     config.loss.alpha = alpha
     config.loss.lam = lam

@@ -16,6 +16,7 @@ def get_config(arg=None):
   config.num_epochs = 0
   config.total_steps = 300
   config.optimizer.warmup_steps = 30
+  config.optimizer.lr_schedule_per = 'step'   # 7.7 epochs: per-epoch steps would be too coarse
   config.checkpoint_every_steps = 100
   config.log_every_steps = 20
   return config

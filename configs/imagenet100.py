@@ -6,9 +6,11 @@ Table 5.1 columns 4–5 (CorInfoMax 80.48 % with R18, 82.64 % with R50).
 
 Data: an image-folder tree <path>/{train,val}/<class>/<image> with the usual 100-class subset.
 224-px crops, ImageNet normalisation; R18: 400 epochs, R50: 200 epochs; batch 1024, SGD
-lr 1.0 → 0.005; projector 4096-4096-128; CorInfoMax alpha 500, lam 0.1 (the thesis text; the
-official README uses 0.01: `--config.loss.lam=0.01`). Argument: r18 (default) or r50, and the
-loss name.
+lr 1.0 → 0.005, warm-up 10 epochs, the rate moved once per epoch as the official scheduler;
+projector 4096-4096-128; CorInfoMax alpha 500. Where the sources differ this config follows the
+thesis (App. B.2, TRAINING.md): lam 0.1, where the official README's command uses 0.01
+(`--config.loss.lam=0.01`); the R50 warm-up 10 epochs, where the official command uses 5
+(`--config.optimizer.warmup_epochs=5`). Argument: r18 (default) or r50, and the loss name.
 """
 from configs import common
 

@@ -5,9 +5,11 @@
         --config.data.tfds_data_dir=gs://bucket/tfds
 
 Data: TFDS imagenet2012 (prepared from the manual download), validation split as the test set.
-224-px crops; 100 epochs, batch 1536, SGD lr 0.2 → 1e-6; projector 8192-8192-512 with hidden
-BatchNorm; CorInfoMax alpha 2000, lam 0.1. Linear probe: step schedule from 25, ÷10 every 20
-epochs. Argument: r50 (the only one) and the loss name.
+224-px crops; 100 epochs, batch 1536, SGD lr 0.2 → 1e-6 (warm-up 10 epochs, moved once per
+epoch as the official scheduler); projector 8192-8192-512 with hidden BatchNorm; CorInfoMax
+alpha 2000, lam 0.1: the official command's value and TRAINING.md's, where the thesis text
+says 0.01 (`--config.loss.lam=0.01`). Linear probe: step schedule from 25, ÷10 every 20 epochs.
+Argument: r50 (the only one) and the loss name.
 """
 from configs import common
 

@@ -26,7 +26,7 @@ class Classifier(nn.Module):
   num_classes: int
 
   def setup(self):
-    self.head = nn.Dense(self.num_classes, kernel_init=models.linear_init)
+    self.head = nn.Dense(self.num_classes, kernel_init=models.pytorch_default_init)
 
   def __call__(self, x, train: bool):
     return self.head(self.encoder(x, train))
@@ -67,7 +67,7 @@ def fine_tune(config, encoder_variables, train_examples, test_examples, fraction
   size = config.data.image_size
   features = jax.eval_shape(lambda v: model.encoder.apply(v, jnp.zeros((1, size, size, 3)),
                                                           train=False), encoder_variables)
-  head = nn.Dense(num_classes, kernel_init=models.linear_init).init(
+  head = nn.Dense(num_classes, kernel_init=models.pytorch_default_init).init(
       jax.random.key(config.seed), jnp.zeros(features.shape))
   schedule = lambda lr, factor: optax.exponential_decay(
       lr, semi.step_epochs * steps_per_epoch, factor, staircase=True)

@@ -8,15 +8,72 @@ import functools
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from infomax_jax.losses import linalg
 
-# PyTorch initialisations, so that runs compare with the official code. BatchNorm uses the
-# two-pass variance mean((x − mean)²), as PyTorch: E[x²] − E[x]² cancels catastrophically in float32
-# and then depends on the reduction order, i.e. on the number of devices.
+# The initialisations of the official models (torchvision ResNets with zero_init_residual=True,
+# nn.Linear / nn.Conv2d defaults), so that runs compare with the official code.
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')   # kaiming_normal_, fan_out
-linear_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')  # nn.Linear default
+# nn.Linear's and nn.Conv2d's default kaiming_uniform_(a=√5): U(±1/√fan_in)
+pytorch_default_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+
+
+def pytorch_bias_init(fan_in):
+  """nn.Linear's default bias: U(±1/√fan_in)."""
+  def init(key, shape, dtype=jnp.float32):
+    bound = 1 / jnp.sqrt(fan_in)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+def pytorch_conv(features, kernel_size, strides=(1, 1), **kwargs):
+  """A bias-free convolution padded k//2 on every side, as PyTorch's padding=k//2: flax's 'SAME'
+  pads (0, 1) for a stride-2 3×3 convolution on an even size, a one-pixel shift."""
+  return nn.Conv(features, kernel_size, strides, padding=[(k // 2, k // 2) for k in kernel_size],
+                 use_bias=False, **kwargs)
+
+
+class BatchNorm(nn.Module):
+  """PyTorch's BatchNorm: normalises with the biased batch variance and updates the running
+  variance with the unbiased one (×n/(n−1)); running = momentum·running + (1 − momentum)·batch.
+  Statistics in float32 (float64) with the two-pass variance mean((x − mean)²): E[x²] − E[x]²
+  cancels catastrophically in float32 and then depends on the reduction order, i.e. on the number
+  of devices. Under jit with a batch-sharded input the mean is over the global batch."""
+  use_running_average: bool
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  use_scale: bool = True
+  use_bias: bool = True
+  scale_init: Any = nn.initializers.ones
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    features = x.shape[-1]
+    stats_dtype = jnp.promote_types(self.param_dtype, jnp.float32)
+    running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,), stats_dtype)
+    running_var = self.variable('batch_stats', 'var', jnp.ones, (features,), stats_dtype)
+    if self.use_running_average:
+      mean, var = running_mean.value, running_var.value
+    else:
+      axes = tuple(range(x.ndim - 1))
+      values = x.astype(stats_dtype)
+      mean = jnp.mean(values, axes)
+      var = jnp.mean(jnp.square(values - mean), axes)
+      if not self.is_initializing():
+        n = x.size // features
+        running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
+        running_var.value = (self.momentum * running_var.value
+                             + (1 - self.momentum) * var * (n / max(n - 1, 1)))
+    y = (x.astype(stats_dtype) - mean) * jax.lax.rsqrt(var + self.epsilon)
+    if self.use_scale:
+      y = y * self.param('scale', self.scale_init, (features,), self.param_dtype)
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (features,), self.param_dtype)
+    return y.astype(self.dtype)
 
 
 class BasicBlock(nn.Module):
@@ -31,7 +88,7 @@ class BasicBlock(nn.Module):
     y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(x)
     y = nn.relu(self.norm()(y))
     y = self.conv(self.filters, (3, 3))(y)
-    y = self.norm()(y)
+    y = self.norm(scale_init=nn.initializers.zeros)(y)   # zero_init_residual
     if residual.shape != y.shape:
       residual = self.norm()(self.conv(self.filters, (1, 1), (self.strides, self.strides))(x))
     return nn.relu(residual + y)
@@ -50,7 +107,8 @@ class Bottleneck(nn.Module):
     y = nn.relu(self.norm()(self.conv(self.filters, (1, 1))(x)))
     y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(y)
     y = nn.relu(self.norm()(y))
-    y = self.norm()(self.conv(self.filters * self.expansion, (1, 1))(y))
+    y = self.norm(scale_init=nn.initializers.zeros)(   # zero_init_residual
+        self.conv(self.filters * self.expansion, (1, 1))(y))
     if residual.shape != y.shape:
       residual = self.norm()(
           self.conv(self.filters * self.expansion, (1, 1), (self.strides, self.strides))(x))
@@ -68,18 +126,17 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     param_dtype = parameter_dtype(self.dtype)
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, padding='SAME',
-                             dtype=self.dtype, param_dtype=param_dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype, param_dtype=param_dtype,
-                             use_fast_variance=False)
+    conv = functools.partial(pytorch_conv, kernel_init=conv_init, dtype=self.dtype,
+                             param_dtype=param_dtype)
+    norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype,
+                             param_dtype=param_dtype)
     base = max(1, int(round(64 * self.width)))
     x = x.astype(self.dtype)
-    if self.cifar_stem:
-      x = conv(base, (3, 3))(x)
+    if self.cifar_stem:   # the official code replaces conv1 after torchvision's init loop
+      x = conv(base, (3, 3), kernel_init=pytorch_default_init)(x)
       x = nn.relu(norm()(x))
     else:
-      x = conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)])(x)
+      x = conv(base, (7, 7), (2, 2))(x)
       x = nn.relu(norm()(x))
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     for stage, blocks in enumerate(self.stage_sizes):
@@ -106,19 +163,19 @@ class Projector(nn.Module):
   def __call__(self, x, train: bool):
     param_dtype = parameter_dtype(self.dtype)
     x = x.astype(self.dtype)
+    dense = functools.partial(nn.Dense, kernel_init=pytorch_default_init, dtype=self.dtype,
+                              param_dtype=param_dtype)
     for dim in self.dims[:-1]:
-      x = nn.Dense(dim, use_bias=not self.hidden_batchnorm, kernel_init=linear_init,
-                   dtype=self.dtype, param_dtype=param_dtype)(x)
+      x = dense(dim, use_bias=not self.hidden_batchnorm,
+                bias_init=pytorch_bias_init(x.shape[-1]))(x)
       if self.hidden_batchnorm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         dtype=self.dtype, param_dtype=param_dtype, use_fast_variance=False)(x)
+        x = BatchNorm(not train, dtype=self.dtype, param_dtype=param_dtype)(x)
       x = nn.relu(x)
-    x = nn.Dense(self.dims[-1], use_bias=self.output_bias, kernel_init=linear_init,
-                 dtype=self.dtype, param_dtype=param_dtype)(x)
+    x = dense(self.dims[-1], use_bias=self.output_bias,
+              bias_init=pytorch_bias_init(x.shape[-1]))(x)
     if self.output_batchnorm:
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_scale=False,
-                       use_bias=False, dtype=self.dtype, param_dtype=param_dtype,
-                       use_fast_variance=False)(x)
+      x = BatchNorm(not train, use_scale=False, use_bias=False, dtype=self.dtype,
+                    param_dtype=param_dtype)(x)
     x = x.astype(param_dtype)
     if self.l2_normalize:
       # max(‖x‖, 1e-12) as torch's F.normalize, with a finite gradient at a zero row (a

@@ -127,7 +127,7 @@ def linear_probe(probe, train_features, test_features, num_classes, seed):
   x, y = jnp.asarray(transform(x)), jnp.asarray(y)
   n = len(y)
   steps = -(-n // probe.batch_size)
-  head = nn.Dense(num_classes, kernel_init=models.linear_init)
+  head = nn.Dense(num_classes, kernel_init=models.pytorch_default_init)
   tx = optax.sgd(linear_schedule(probe, steps), momentum=probe.momentum)
 
   def step(carry, batch):

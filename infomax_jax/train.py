@@ -60,13 +60,25 @@ def learning_rate_schedule(config, num_train):
   """Linear warm-up from warmup_init_lr to the peak, then cosine decay to min_lr (§5.2.5).
 
   The peak is `peak_lr`, times batch_size / base_batch_size when base_batch_size > 0 (the linear
-  scaling rule of the VICReg, Barlow Twins and solo-learn recipes).
+  scaling rule of the VICReg, Barlow Twins and solo-learn recipes). `lr_schedule_per='step'`
+  moves the rate every step (solo-learn); `'epoch'` holds it for an epoch, as the official
+  CorInfoMax code's LinearWarmupCosineAnnealingLR stepped once per epoch: epoch e < W gets
+  init + e·(peak − init)/(W − 1) (the peak in epoch W − 1 and again in W), then
+  min + (peak − min)·(1 + cos(π(e − W)/(E − W)))/2.
   """
   opt = config.optimizer
   steps = total_steps(config, num_train)
+  peak = opt.peak_lr * (config.batch_size / opt.base_batch_size if opt.base_batch_size else 1.0)
+  if opt.get('lr_schedule_per', 'step') == 'epoch':
+    per_epoch = steps_per_epoch(config, num_train)
+    epochs, warmup = -(-steps // per_epoch), opt.warmup_epochs
+    by_epoch = optax.join_schedules(
+        [optax.linear_schedule(opt.warmup_init_lr, peak, max(warmup - 1, 1)),
+         optax.cosine_decay_schedule(peak, max(epochs - warmup, 1), opt.min_lr / peak)],
+        boundaries=[warmup])
+    return lambda step: by_epoch(step // per_epoch)
   warmup = opt.warmup_steps or opt.warmup_epochs * steps_per_epoch(config, num_train)
   warmup = min(warmup, steps - 1)
-  peak = opt.peak_lr * (config.batch_size / opt.base_batch_size if opt.base_batch_size else 1.0)
   return optax.warmup_cosine_decay_schedule(opt.warmup_init_lr, peak, warmup, steps, opt.min_lr)
 
 

@@ -82,6 +82,12 @@ def validate_config(config):
   _require(opt.lars_eta > 0, f'optimizer.lars_eta={opt.lars_eta} must be positive')
   _require(0.0 <= opt.momentum < 1.0, f'optimizer.momentum={opt.momentum} must be in [0, 1)')
   _require(opt.weight_decay >= 0, f'optimizer.weight_decay={opt.weight_decay} must be >= 0')
+  per = opt.get('lr_schedule_per', 'step')
+  _require(per in ('step', 'epoch'),
+           f"optimizer.lr_schedule_per={per!r}: expected 'step' or 'epoch'")
+  _require(per == 'step' or not opt.warmup_steps,
+           f"optimizer.lr_schedule_per='epoch' warms up over optimizer.warmup_epochs; "
+           f'warmup_steps={opt.warmup_steps} needs lr_schedule_per=step')
 
   # Tracing the loss on abstract embeddings catches its own option errors (e.g. loss.logdet).
   views = {k: jax.ShapeDtypeStruct((config.batch_size, dims[-1]), np.float32)

@@ -52,8 +52,9 @@ def test_l2_normalised_projector_has_finite_gradient_at_a_zero_row():
   0 and every gradient stays finite (jnp.linalg.norm's gradient at 0 is NaN)."""
   projector = models.Projector(dims=(8, 4))
   x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
-  x[0] = 0.0   # with the zero-initialised hidden bias, every hidden ReLU of row 0 is off
+  x[0] = 0.0
   params = projector.init(jax.random.key(0), x, train=True)['params']
+  params['Dense_0']['bias'] = np.full(8, -0.01, np.float32)   # every hidden ReLU of row 0 is off
 
   def loss(p):
     return jnp.sum(projector.apply({'params': p}, x, train=True) * jnp.arange(4.0))

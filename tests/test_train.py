@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import cifar10
 from infomax_jax import evaluation
 from infomax_jax import input_pipeline
 from infomax_jax import models
@@ -63,16 +64,19 @@ def device_count_drift(examples, dtype, num_steps=3):
 # float64: losses 5.6e-16, parameters 1.5e-14 (largest leaf 3.3e-14), loss state 1.7e-15: at
 #   this precision rounding cannot hide a difference in what the two meshes compute (e.g. a
 #   statistic over one device's shard instead of the global batch).
-# float32: losses 3.3e-7, parameters 1.6e-5 (largest leaf 9.5e-5), loss state 6.5e-7: three steps
+# float32: losses 1.4e-7, parameters 8.5e-6 (largest leaf 8.7e-3), loss state 2.3e-7: three steps
 #   amplify rounding (~1e-7) through the log-det's inverse covariance. (Another Xeon gave 1.1e-5 on
-#   the parameters, where the earlier bound of 1e-5 failed.)
+#   the parameters, where an earlier bound of 1e-5 failed.) The largest leaf is the bias of a
+#   block's first BatchNorm: with the zero-initialised last scale of the block (zero_init_residual)
+#   it starts at 0 and its gradient is a near-cancelling sum of a BatchNorm-centred signal, so its
+#   float32 value after three steps carries ~1 % rounding (float64: 2.5e-14).
 # YNNPACK fusions off with AVX-512 (an opt-in, docs/performance.md) is not bounded in float32:
 # there XLA's single-device float32 convolution gradients are 1.6e-3 from float64 (8 devices:
 # 9e-7), so 1 and 8 devices differ by ~1e-2; in float64 they agree to 2e-14.
 DEVICE_DRIFT_TOLERANCES = {
     # (losses, whole parameter tree, largest leaf, loss state)
     'float64': (1e-12, 1e-11, 1e-10, 1e-12),
-    'float32': (1e-5, 2e-4, 2e-3, 1e-5),
+    'float32': (1e-5, 2e-4, 1e-1, 1e-5),
 }
 
 
@@ -107,6 +111,33 @@ def test_lars_update_and_linear_lr_scaling():
   trust = 0.02 * np.linalg.norm(params['kernel']) / np.linalg.norm(decayed)
   np.testing.assert_allclose(updates['kernel'], -lr * trust * decayed, rtol=1e-5)
   np.testing.assert_allclose(updates['bias'], -lr * grads['bias'], rtol=1e-6)
+
+
+def _official_epoch_lr(epoch, warmup, epochs, init, peak, eta_min):
+  """LinearWarmupCosineAnnealingLR._get_closed_form_lr of the official CorInfoMax code
+  (cifars-tiny/LRscheduler.py), stepped once per epoch."""
+  if epoch < warmup:
+    return init + epoch * (peak - init) / (warmup - 1)
+  return eta_min + 0.5 * (peak - eta_min) * (
+      1 + np.cos(np.pi * (epoch - warmup) / (epochs - warmup)))
+
+
+def test_per_epoch_schedule_is_the_official_schedulers():
+  config = cifar10.get_config('corinfomax')
+  assert config.optimizer.lr_schedule_per == 'epoch'
+  assert (config.num_epochs, config.optimizer.warmup_epochs) == (1000, 10)
+  num_train = 3 * config.batch_size + 100          # 3 steps per epoch
+  schedule = train.learning_rate_schedule(config, num_train)
+  steps = np.arange(3000)
+  expected = [_official_epoch_lr(s // 3, 10, 1000, 0.003, 0.5, 1e-6) for s in steps]
+  # float32 against float64 (rates from 1e-6 to 0.5): measured at most 7.5e-8 off, 1/22 of this
+  # tolerance; the per-step schedule is up to 5.0e-2 off.
+  np.testing.assert_allclose(schedule(steps), expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose([schedule(0), schedule(2)], 0.003, rtol=1e-5)   # all of epoch 1
+  np.testing.assert_allclose([schedule(27), schedule(30)], [0.5, 0.5])   # epochs 10 and 11
+  config.optimizer.lr_schedule_per = 'step'        # moves within the first epoch
+  per_step = train.learning_rate_schedule(config, num_train)
+  assert float(per_step(1)) > 0.003
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):
