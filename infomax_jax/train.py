@@ -82,22 +82,45 @@ def learning_rate_schedule(config, num_train):
   return optax.warmup_cosine_decay_schedule(opt.warmup_init_lr, peak, warmup, steps, opt.min_lr)
 
 
-def _is_matrix(params):
-  """Mask of the weights (kernels) versus biases and BatchNorm scales and offsets."""
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+def scale_by_lars(learning_rate, weight_decay, eta, clip_lr, eps=1e-8):
+  """solo-learn's LARS scaling (solo/utils/lars.py, `exclude_bias_n_norm_lars=True`; You et al.
+  2017, eq. 6): a weight W with gradient g becomes q·(g + wd·W) with the local rate
+  q = eta·‖W‖ / (‖g‖ + wd·‖W‖ + eps), with `clip_lr` min(q / lr, 1) (a step never above lr);
+  biases and BatchNorm parameters, and zero norms, keep g, without
+  decay. Momentum and the learning rate follow (`make_optimizer`)."""
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params):
+    lr = learning_rate(state.count)
+
+    def scale(g, w):
+      if w.ndim <= 1:
+        return g
+      w_norm, g_norm = jnp.linalg.norm(w), jnp.linalg.norm(g)
+      q = eta * w_norm / (g_norm + weight_decay * w_norm + eps)
+      if clip_lr:
+        q = jnp.minimum(q / lr, 1.0)
+      return jnp.where((w_norm > 0) & (g_norm > 0), q * (g + weight_decay * w), g)
+
+    return (jax.tree.map(scale, updates, params),
+            optax.ScaleByScheduleState(count=optax.safe_increment(state.count)))
+
+  return optax.GradientTransformation(init, update)
 
 
 def make_optimizer(config, num_train):
   """`sgd`: PyTorch-style SGD, weight decay added to the gradient, then heavy-ball momentum (the
   thesis optimizer). `adam`: Adam with weight decay added to the gradient (torch.optim.Adam; W-MSE).
-  `lars`: optax LARS (You et al. 2017) with the trust coefficient
-  `lars_eta`, biases and BatchNorm parameters excluded from weight decay and trust ratio."""
+  `lars`: solo-learn's LARS (`scale_by_lars`, trust coefficient `lars_eta`, `lars_clip_lr`),
+  then PyTorch-style momentum on the scaled gradient and the learning rate."""
   opt = config.optimizer
   schedule = learning_rate_schedule(config, num_train)
   if opt.name == 'lars':
-    return optax.lars(schedule, weight_decay=opt.weight_decay, weight_decay_mask=_is_matrix,
-                      trust_coefficient=opt.lars_eta, trust_ratio_mask=_is_matrix,
-                      momentum=opt.momentum)
+    return optax.chain(
+        scale_by_lars(schedule, opt.weight_decay, opt.lars_eta, opt.get('lars_clip_lr', False)),
+        optax.trace(decay=opt.momentum), optax.scale_by_learning_rate(schedule))
   if opt.name == 'adam':   # torch.optim.Adam: weight decay as L2 added to the gradient
     return optax.chain(optax.add_decayed_weights(opt.weight_decay), optax.adam(schedule))
   return optax.chain(optax.add_decayed_weights(opt.weight_decay),

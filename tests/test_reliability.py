@@ -82,6 +82,7 @@ def test_bad_loss_options(tmp_path, loss, overrides, message):
   assert not workdir.exists()
 
 
+@pytest.mark.slow   # two training runs: ~75 s of the default suite's budget
 def test_checkpoint_that_does_not_match_the_config(tmp_path):
   workdir = str(tmp_path)
   train.train_and_evaluate(tiny_config(total_steps=2), workdir)

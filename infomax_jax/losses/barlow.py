@@ -20,9 +20,9 @@ L2_NORMALIZED_EMBEDDINGS = False
 PROJECTOR_HIDDEN_BATCHNORM = True
 
 # solo-learn's CIFAR recipe for this loss (the source of its thesis Table 5.1 row, App. B.3):
-# LARS, lr 0.3 per 256 examples, trust coefficient 0.02, weight decay 1e-4.
+# LARS with clip_lr, lr 0.3 per 256 examples, trust coefficient 0.02, weight decay 1e-4.
 OPTIMIZER = dict(name='lars', peak_lr=0.3, base_batch_size=256, min_lr=0.0, lars_eta=0.02,
-                 weight_decay=1e-4)
+                 lars_clip_lr=True, weight_decay=1e-4)
 
 
 def default_config():

@@ -21,11 +21,11 @@ PROJECTOR_HIDDEN_BATCHNORM = True
 PREDICTOR_HIDDEN_DIM = 4096
 # solo-learn's CIFAR recipe (scripts/pretrain/cifar/byol.yaml): projector 4096-256; LARS lr 1.0
 # per 256 images, trust coefficient 0.02, weight decay 1e-5, warm-up from 3e-5 to a cosine to 0.
-# (solo-learn also clips the LARS lr, which optax.lars does not offer.) ImageNet (BYOL App. C):
+# LARS with clip_lr and exclude_bias_n_norm, as solo-learn. ImageNet (BYOL App. C):
 # LARS lr 0.2 per 256, weight decay 1.5e-6, momentum 0.996.
 PROJECTOR_DIMS = (4096, 256)
 OPTIMIZER = dict(name='lars', peak_lr=1.0, base_batch_size=256, min_lr=0.0, warmup_init_lr=3e-5,
-                 lars_eta=0.02, weight_decay=1e-5)
+                 lars_eta=0.02, lars_clip_lr=True, weight_decay=1e-5)
 
 
 # BYOL §3.2 on ImageNet; the experiment configs apply it above 64 px.
