@@ -55,6 +55,7 @@ def base_config(loss='corinfomax', architecture='r18'):
       name='sgd', peak_lr=0.5, base_batch_size=0, min_lr=1e-6, warmup_init_lr=0.003,
       warmup_epochs=10, warmup_steps=0, momentum=0.9, weight_decay=1e-4, lars_eta=0.02,
       lars_clip_lr=False,        # solo-learn's clip_lr (train.scale_by_lars)
+      predictor_fixed_lr=False,  # the predictor at the constant peak rate (SimSiam)
       lr_schedule_per='step'))   # or 'epoch' (train.learning_rate_schedule)
   config.optimizer.update(getattr(module, 'OPTIMIZER', {}))
 

@@ -56,6 +56,11 @@ def total_steps(config, num_train):
   return config.num_epochs * steps_per_epoch(config, num_train)
 
 
+def peak_learning_rate(config):
+  opt = config.optimizer
+  return opt.peak_lr * (config.batch_size / opt.base_batch_size if opt.base_batch_size else 1.0)
+
+
 def learning_rate_schedule(config, num_train):
   """Linear warm-up from warmup_init_lr to the peak, then cosine decay to min_lr (§5.2.5).
 
@@ -68,7 +73,7 @@ def learning_rate_schedule(config, num_train):
   """
   opt = config.optimizer
   steps = total_steps(config, num_train)
-  peak = opt.peak_lr * (config.batch_size / opt.base_batch_size if opt.base_batch_size else 1.0)
+  peak = peak_learning_rate(config)
   if opt.get('lr_schedule_per', 'step') == 'epoch':
     per_epoch = steps_per_epoch(config, num_train)
     epochs, warmup = -(-steps // per_epoch), opt.warmup_epochs
@@ -114,17 +119,30 @@ def make_optimizer(config, num_train):
   """`sgd`: PyTorch-style SGD, weight decay added to the gradient, then heavy-ball momentum (the
   thesis optimizer). `adam`: Adam with weight decay added to the gradient (torch.optim.Adam; W-MSE).
   `lars`: solo-learn's LARS (`scale_by_lars`, trust coefficient `lars_eta`, `lars_clip_lr`),
-  then PyTorch-style momentum on the scaled gradient and the learning rate."""
+  then PyTorch-style momentum on the scaled gradient and the learning rate.
+  `predictor_fixed_lr`: the predictor trains at the constant peak rate (SimSiam §4.2: "the
+  predictor's lr is not decayed"; solo-learn's `static_lr`), everything else on the schedule."""
   opt = config.optimizer
-  schedule = learning_rate_schedule(config, num_train)
+  scheduled = _optimizer(opt, learning_rate_schedule(config, num_train))
+  if not opt.get('predictor_fixed_lr', False):
+    return scheduled
+  fixed = _optimizer(opt, peak_learning_rate(config))
+  return optax.multi_transform(
+      {'schedule': scheduled, 'fixed': fixed},
+      lambda params: {name: jax.tree.map(lambda _: 'fixed' if name == 'predictor' else 'schedule',
+                                         subtree) for name, subtree in params.items()})
+
+
+def _optimizer(opt, learning_rate):
   if opt.name == 'lars':
     return optax.chain(
-        scale_by_lars(schedule, opt.weight_decay, opt.lars_eta, opt.get('lars_clip_lr', False)),
-        optax.trace(decay=opt.momentum), optax.scale_by_learning_rate(schedule))
+        scale_by_lars(learning_rate if callable(learning_rate) else lambda _: learning_rate,
+                      opt.weight_decay, opt.lars_eta, opt.get('lars_clip_lr', False)),
+        optax.trace(decay=opt.momentum), optax.scale_by_learning_rate(learning_rate))
   if opt.name == 'adam':   # torch.optim.Adam: weight decay as L2 added to the gradient
-    return optax.chain(optax.add_decayed_weights(opt.weight_decay), optax.adam(schedule))
+    return optax.chain(optax.add_decayed_weights(opt.weight_decay), optax.adam(learning_rate))
   return optax.chain(optax.add_decayed_weights(opt.weight_decay),
-                     optax.sgd(schedule, momentum=opt.momentum))
+                     optax.sgd(learning_rate, momentum=opt.momentum))
 
 
 def momentum_schedule(config, step, num_steps):

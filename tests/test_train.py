@@ -139,6 +139,25 @@ def test_lars_is_solo_learns_and_scales_lr_linearly(clip_lr):
   assert local_rate('small') < float(schedule(0)) < local_rate('kernel')   # both branches
 
 
+def test_simsiam_predictor_trains_at_the_fixed_peak_rate():
+  config = tiny_config('simsiam')
+  assert config.optimizer.predictor_fixed_lr and config.optimizer.name == 'sgd'
+  rng = np.random.default_rng(0)
+  params = {name: {'kernel': rng.normal(size=(4, 3)).astype(np.float32)}
+            for name in ('encoder', 'projector', 'predictor')}
+  grads = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
+  tx = train.make_optimizer(config, num_train=10**4)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  lr = float(train.learning_rate_schedule(config, 10**4)(0))   # the warm-up's first rate
+  peak = train.peak_learning_rate(config)
+  assert lr < peak / 100
+  decay = config.optimizer.weight_decay
+  for name, rate in (('encoder', lr), ('projector', lr), ('predictor', peak)):
+    np.testing.assert_allclose(updates[name]['kernel'],
+                               -rate * (grads[name]['kernel'] + decay * params[name]['kernel']),
+                               rtol=1e-6, err_msg=name)
+
+
 def _official_epoch_lr(epoch, warmup, epochs, init, peak, eta_min):
   """LinearWarmupCosineAnnealingLR._get_closed_form_lr of the official CorInfoMax code
   (cifars-tiny/LRscheduler.py), stepped once per epoch."""

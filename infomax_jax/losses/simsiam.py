@@ -19,11 +19,11 @@ PROJECTOR_OUTPUT_BATCHNORM = True
 PREDICTOR_HIDDEN_DIM = 512
 # solo-learn's CIFAR recipe (scripts/pretrain/cifar/simsiam.yaml): projector 2048-2048-2048,
 # predictor 512; SGD lr 0.5 per 256 images, momentum 0.9, weight decay 1e-5, warm-up from 3e-5 to
-# a cosine to 0 (solo-learn keeps the predictor's lr fixed; here it follows the schedule).
+# a cosine to 0, the predictor at the fixed peak rate (solo-learn's static_lr; SimSiam §4.2).
 # ImageNet (SimSiam §4): SGD lr 0.05 per 256, weight decay 1e-4.
 PROJECTOR_DIMS = (2048, 2048, 2048)
 OPTIMIZER = dict(name='sgd', peak_lr=0.5, base_batch_size=256, min_lr=0.0, warmup_init_lr=3e-5,
-                 weight_decay=1e-5)
+                 weight_decay=1e-5, predictor_fixed_lr=True)
 
 
 def default_config():
