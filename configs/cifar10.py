@@ -3,7 +3,10 @@ reference Table 5.1 column 1 (CorInfoMax 93.18 % top-1).
 
     python -m infomax_jax.main --config=configs/cifar10.py:corinfomax --workdir=/runs/c10
     python -m infomax_jax.main --config=configs/cifar10.py:vicreg --workdir=/runs/c10_vicreg \
-        --config.data.source=archive --config.data.path=/data/cifar10-jpeg.tar.gz
+        --config.data.tfds_data_dir=/data/tfds
+
+Data: TFDS `cifar10` (lossless); a JPEG archive (`--config.data.source=archive`) is only the
+CPU stand-in of the tests and the miniature.
 
 1000 epochs, batch 512, SGD lr 0.5 → 1e-6 cosine after 10 warm-up epochs from 0.003 (moved
 once per epoch, as the official code's scheduler; `--config.optimizer.lr_schedule_per=step` moves

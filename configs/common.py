@@ -6,8 +6,9 @@ an architecture (`r18`, `r50`) where the data set has several, and a loss name, 
 """
 import ml_collections
 
-from infomax_jax import losses
+from infomax_jax import augment_config
 from infomax_jax import evaluation_config
+from infomax_jax import losses
 
 ARCHITECTURES = {'r18': 'resnet18', 'r50': 'resnet50'}
 
@@ -58,6 +59,8 @@ def base_config(loss='corinfomax', architecture='r18'):
       predictor_fixed_lr=False,  # the predictor at the constant peak rate (SimSiam)
       lr_schedule_per='step'))   # or 'epoch' (train.learning_rate_schedule)
   config.optimizer.update(getattr(module, 'OPTIMIZER', {}))
+  # Table B.1, or the loss's own CIFAR recipe (solo-learn) where it declares one.
+  config.augment = augment_config.augment_config(**getattr(module, 'AUGMENTATIONS', {}))
 
   config.log_every_steps = 50
   config.diagnostics_every_steps = 0   # 0: at every log step
@@ -99,6 +102,8 @@ def thesis_config(loss, architecture, *, data, image_size, normalization, cifar_
   if loss == 'corinfomax':
     config.loss.alpha = alpha
     config.loss.lam = lam
+  if image_size > 32:   # solo-learn's recipes are CIFAR's; larger images get Table B.1 (BYOL's)
+    config.augment = augment_config.augment_config()
   if image_size > 64:   # the loss's ImageNet values, where they differ from its CIFAR defaults
     config.loss.update(getattr(losses.get(loss), 'IMAGENET_LOSS', {}))
   if 'queue_size' in config.loss:   # a queue takes whole global batches (MoCo, as solo-learn)

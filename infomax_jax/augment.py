@@ -28,17 +28,12 @@ from infomax_jax import cli  # before TensorFlow, whose start-up banner it silen
 cli.import_tensorflow_quietly()
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from infomax_jax import augment_config
 from infomax_jax import sources
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
-# Per-view probabilities of Table B.1 (the crop always applies, the flip with 0.5).
-VIEW_PROBABILITIES = (
-    {'jitter': 0.8, 'gray': 0.2, 'blur': 1.0, 'solarize': 0.0},
-    {'jitter': 0.8, 'gray': 0.2, 'blur': 0.1, 'solarize': 0.2},
-)
-CROP_SCALE = (0.08, 1.0)
+CROP_SCALE, JITTER = augment_config.CROP_SCALE, augment_config.JITTER   # Table B.1's defaults
 CROP_RATIO = (3 / 4, 4 / 3)
-JITTER = (0.4, 0.4, 0.2, 0.1)   # brightness, contrast, saturation, hue
 BLUR_SIGMA = (0.1, 2.0)
 BLUR_RADIUS = 6
 SOLARIZE_THRESHOLD = 128 / 255
@@ -149,8 +144,8 @@ def _as_batch(images):
 
 
 @tf.function(jit_compile=True)
-def _random_resized_crops(images, height, width, u, size):
-  top, left, h, w = crop_windows(u, height, width)
+def _random_resized_crops(images, height, width, u, size, scale):
+  top, left, h, w = crop_windows(u, height, width, scale)
   n = tf.shape(u)[:1]
   images = tf.broadcast_to(images, tf.concat([n, tf.shape(images)[1:]], 0))
   zeros, sizes = tf.zeros(n, tf.int32), tf.fill(n, size)
@@ -158,14 +153,15 @@ def _random_resized_crops(images, height, width, u, size):
                         u[:, _FLIP] < 0.5)
 
 
-def random_resized_crop(image, u, size):
-  """RandomResizedCrop(size, scale (0.08, 1), ratio (3/4, 4/3), bicubic) + horizontal flip,
-  into planar views [n, 3, size, size], one per row of u [n, >= CROP_DRAWS].
+def random_resized_crop(image, u, size, scale=CROP_SCALE):
+  """RandomResizedCrop(size, scale, ratio (3/4, 4/3), bicubic) + horizontal flip, into planar
+  views [n, 3, size, size], one per row of u [n, >= CROP_DRAWS]; `scale` (min, max) area
+  fraction, Table B.1's (0.08, 1) by default.
 
   `image` is either a batch [n, h, w, 3], one image per row of u, or a single image [h, w, 3] of
   any size that every row of u crops. Either way one XLA program computes the views.
   """
-  return _random_resized_crops(*_as_batch(image), u, size)
+  return _random_resized_crops(*_as_batch(image), u, size, tuple(float(v) for v in scale))
 
 
 @tf.function(jit_compile=True)
@@ -317,9 +313,10 @@ def _normalized_pairs(x, dataset):
   return x[:, 0], x[:, 1]
 
 
-def photometric(x, u, probabilities):
-  """Table B.1 after crop and flip: colour jitter, grayscale, blur, solarize, each with its
-  probability (a dict of scalars or of per-image [n] values) and its draws in the rows of u.
+def photometric(x, u, probabilities, jitter=JITTER):
+  """Table B.1 after crop and flip: colour jitter (strengths `jitter`), grayscale, blur,
+  solarize, each with its probability (a dict of scalars or of per-image [n] values) and its
+  draws in the rows of u.
 
   A batch of statically known size runs in chunks of about CHUNK_BYTES, which stay in the CPU
   cache through the sequence of ops (1.3 to 1.5 times faster for 224-px views).
@@ -327,29 +324,41 @@ def photometric(x, u, probabilities):
   n = x.shape[0]
   p = {k: tf.broadcast_to(tf.cast(v, tf.float32), tf.shape(u)[:1])
        for k, v in probabilities.items()}
+  jitter = tuple(float(v) for v in jitter)
   if not x.shape.is_fully_defined() or n * x.shape[1:].num_elements() * 4 <= CHUNK_BYTES:
-    return _photometric(x, u, p)
+    return _photometric(x, u, p, jitter)
   chunk = max(1, CHUNK_BYTES // (x.shape[1:].num_elements() * 4))
   return tf.concat([_photometric(x[i:i + chunk], u[i:i + chunk],
-                                 {k: v[i:i + chunk] for k, v in p.items()})
+                                 {k: v[i:i + chunk] for k, v in p.items()}, jitter)
                     for i in range(0, n, chunk)], axis=0)
 
 
-def _photometric(x, u, p):
-  x = color_jitter(x, u[:, _JITTER] < p['jitter'], u[:, _FACTORS], u[:, _ORDER])
+def _photometric(x, u, p, jitter):
+  x = color_jitter(x, u[:, _JITTER] < p['jitter'], u[:, _FACTORS], u[:, _ORDER], jitter)
   x = grayscale(x, u[:, _GRAY] < p['gray'])
   sigma = BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * u[:, _SIGMA]
   x = gaussian_blur(x, sigma, u[:, _BLUR] < p['blur'])
   return solarize(x, u[:, _SOLARIZE] < p['solarize'])
 
 
-def pretrain_views(crops, u, dataset):
+def recipe(config=None):
+  """The settings of a `config.augment` section (augment_config.py; default Table B.1's) as
+  {crop_scale, jitter, views: (view 1's probabilities, view 2's)}."""
+  config = config or augment_config.augment_config()
+  return dict(crop_scale=tuple(config.crop_scale), jitter=tuple(config.jitter),
+              views=(dict(config.view1), dict(config.view2)))
+
+
+def pretrain_views(crops, u, dataset, settings=None):
   """Both views (NHWC) of n images from their planar crops [2n, 3, s, s] (view 1 and view 2 of
   image 0, then of image 1, ...) and draws [n, 2, VIEW_DRAWS]: photometric ops with the
-  per-view probabilities of Table B.1, then normalisation."""
+  per-view probabilities and jitter strengths of `settings` (`recipe`; default Table B.1), then
+  normalisation."""
+  settings = settings or recipe()
   n = tf.shape(u)[0]
-  probabilities = {k: tf.tile([VIEW_PROBABILITIES[0][k], VIEW_PROBABILITIES[1][k]], [n])
-                   for k in VIEW_PROBABILITIES[0]}
-  views = photometric(crops, tf.reshape(u, [2 * n, VIEW_DRAWS]), probabilities)
+  first, second = settings['views']
+  probabilities = {k: tf.tile([float(first[k]), float(second[k])], [n]) for k in first}
+  views = photometric(crops, tf.reshape(u, [2 * n, VIEW_DRAWS]), probabilities,
+                      settings['jitter'])
   return _normalized_pairs(tf.reshape(views, tf.concat([[n, 2], tf.shape(crops)[1:]], 0)),
                            dataset)

@@ -283,13 +283,16 @@ def pretrain_dataset(examples, config, start_step=0, process_index=0, process_co
                                    local_devices)
   data, seed, n, size = config.data, config.seed, len(examples), config.data.image_size
   parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  settings = augment.recipe(config.get('augment'))
+  scale = settings['crop_scale']
 
   def draws(first, count):
     u = _draws(seed, PRETRAIN_STREAM, first, count, 2 * augment.VIEW_DRAWS)
     return tf.reshape(u, [count, 2, augment.VIEW_DRAWS])
 
   def views(first, crops):  # crops [2b, 3, s, s]: both views of each image in turn
-    view1, view2 = augment.pretrain_views(crops, draws(first, per_host), data.normalization)
+    view1, view2 = augment.pretrain_views(crops, draws(first, per_host), data.normalization,
+                                          settings)
     return {'view1': view1, 'view2': view2}
 
   if examples.images is not None:
@@ -298,7 +301,8 @@ def pretrain_dataset(examples, config, start_step=0, process_index=0, process_co
     def batch(first):
       images = gather(shuffled_index(first + tf.range(per_host, dtype=tf.int64), n, seed))
       u = tf.reshape(draws(first, per_host), [2 * per_host, augment.VIEW_DRAWS])
-      return views(first, augment.random_resized_crop(tf.repeat(images, 2, axis=0), u, size))
+      return views(first, augment.random_resized_crop(tf.repeat(images, 2, axis=0), u, size,
+                                                      scale))
 
     return firsts.map(batch, **parallel).prefetch(tf.data.AUTOTUNE)
 
@@ -306,7 +310,7 @@ def pretrain_dataset(examples, config, start_step=0, process_index=0, process_co
 
   def crops(k):
     image = decode(shuffled_index(k[None], n, seed)[0])
-    return tf.ensure_shape(augment.random_resized_crop(image, draws(k, 1)[0], size),
+    return tf.ensure_shape(augment.random_resized_crop(image, draws(k, 1)[0], size, scale),
                            [2, 3, size, size])
 
   ds = firsts.flat_map(lambda first: tf.data.Dataset.range(first, first + per_host))

@@ -82,6 +82,15 @@ def validate_config(config):
   _require(opt.lars_eta > 0, f'optimizer.lars_eta={opt.lars_eta} must be positive')
   _require(0.0 <= opt.momentum < 1.0, f'optimizer.momentum={opt.momentum} must be in [0, 1)')
   _require(opt.weight_decay >= 0, f'optimizer.weight_decay={opt.weight_decay} must be >= 0')
+  if 'augment' in config:
+    aug = config.augment
+    low, high = tuple(aug.crop_scale)
+    _require(0 < low <= high <= 1, f'augment.crop_scale={(low, high)}: expected 0 < min <= max <= 1')
+    _require(min(aug.jitter) >= 0 and aug.jitter[3] <= 0.5,
+             f'augment.jitter={tuple(aug.jitter)}: strengths >= 0, hue <= 0.5')
+    for view in ('view1', 'view2'):
+      for name, p in aug[view].items():
+        _require(0 <= p <= 1, f'augment.{view}.{name}={p} must be a probability in [0, 1]')
   per = opt.get('lr_schedule_per', 'step')
   _require(per in ('step', 'epoch'),
            f"optimizer.lr_schedule_per={per!r}: expected 'step' or 'epoch'")

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from infomax_jax import augment_config
 from infomax_jax import losses
 from infomax_jax import models
 from infomax_jax import train
@@ -85,6 +86,9 @@ def test_config_carries_thesis_values_for_every_loss(name, arch):
     if expected['image_size'] == 224:   # the loss's ImageNet values (BYOL's 0.996, MoCo's 0.999)
       imagenet = getattr(losses.get(loss), 'IMAGENET_LOSS', {})
       assert all(config.loss[k] == v for k, v in imagenet.items() if k != 'queue_size')
+    cifar_recipe = getattr(losses.get(loss), 'AUGMENTATIONS', {})   # solo-learn's CIFAR settings
+    assert config.augment.to_dict() == augment_config.augment_config(
+        **(cifar_recipe if expected['image_size'] == 32 else {})).to_dict()
     if 'queue_size' in config.loss:   # whole global batches, as large as the recipe allows
       assert config.loss.queue_size % config.batch_size == 0
       recipe = 65536 if expected['image_size'] > 64 else 32768

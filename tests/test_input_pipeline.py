@@ -10,6 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from infomax_jax import augment
+from infomax_jax import augment_config
 from infomax_jax import input_pipeline
 from infomax_jax import sources
 from tests.tiny import tiny_config
@@ -218,13 +219,30 @@ def test_draws_give_table_b1_rates_and_ignore_batching():
   assert 0.0 <= u.min() and u.max() < 1.0
   columns = {'flip': augment._FLIP, 'jitter': augment._JITTER, 'gray': augment._GRAY,
              'blur': augment._BLUR, 'solarize': augment._SOLARIZE}
-  for view, probabilities in enumerate(augment.VIEW_PROBABILITIES):
+  for view, probabilities in enumerate(augment_config.VIEW_PROBABILITIES):
     for name, p in dict(probabilities, flip=0.5).items():
       rate = np.mean(u[:, view, columns[name]] < p)
       assert abs(rate - p) <= 4 * math.sqrt(p * (1 - p) / n) + 1e-12, (view, name, rate)
   part = input_pipeline._draws(0, input_pipeline.PRETRAIN_STREAM, 1234, 10,
                                2 * augment.VIEW_DRAWS).numpy()
   np.testing.assert_array_equal(part.reshape(10, 2, -1), u[1234:1244])
+
+
+def _same_up_to_flip(view1, view2):
+  """Per image: are its two views equal, or mirror images of each other?"""
+  return (np.isclose(view1, view2, atol=1e-5).all(axis=(1, 2, 3))
+          | np.isclose(view1, view2[:, :, ::-1], atol=1e-5).all(axis=(1, 2, 3)))
+
+
+def test_pretrain_views_follow_the_configs_augment_recipe(sample_test):
+  plain = tiny_config()
+  plain.augment.crop_scale = (1.0, 1.0)   # the whole image (the central fallback crop)
+  for view in ('view1', 'view2'):
+    plain.augment[view].update(jitter=0.0, gray=0.0, blur=0.0, solarize=0.0)
+  batch = _batches(sample_test, plain, 1)[0]
+  assert _same_up_to_flip(batch['view1'], batch['view2']).all()
+  batch = _batches(sample_test, tiny_config(), 1)[0]
+  assert not _same_up_to_flip(batch['view1'], batch['view2']).any()   # Table B.1's views
 
 
 def test_probe_dataset_sees_every_example_once(sample_test):

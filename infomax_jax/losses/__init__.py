@@ -9,7 +9,8 @@ momentum `config.target_momentum`), and `diagnostic_covariances(state, z1, z2)` 
 covariances to report the collapse diagnostics from, instead of the batch ones), and `OPTIMIZER`
 (a dict of `config.optimizer` values from the loss's own recipe, e.g. LARS; configs apply it),
 `PROJECTOR_DIMS` (the projector of the loss's own recipe, which the experiment configs use
-instead of the thesis one), `IMAGENET_LOSS` (loss values the experiment configs apply above
+instead of the thesis one), `AUGMENTATIONS` (`augment_config.augment_config` arguments of the
+loss's own CIFAR recipe, applied at 32 px instead of Table B.1), `IMAGENET_LOSS` (loss values the experiment configs apply above
 64 px), `PREDICTOR_HIDDEN_DIM` (the train step then adds predictions p1, p2 of a predictor MLP
 to `views`) and `PROJECTOR_OUTPUT_BATCHNORM` (BatchNorm without scale and offset after the
 projector).

@@ -23,6 +23,11 @@ PROJECTOR_HIDDEN_BATCHNORM = True
 # LARS with clip_lr, lr 0.3 per 256 examples, trust coefficient 0.02, weight decay 1e-4.
 OPTIMIZER = dict(name='lars', peak_lr=0.3, base_batch_size=256, min_lr=0.0, lars_eta=0.02,
                  lars_clip_lr=True, weight_decay=1e-4)
+# solo-learn's CIFAR augmentations (scripts/pretrain/cifar/augmentations/asymmetric.yaml),
+# applied by the configs at CIFAR sizes (configs/common.py; larger images: Table B.1).
+AUGMENTATIONS = dict(crop_scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1),
+                     views=({'jitter': 0.8, 'gray': 0.2, 'blur': 0.0, 'solarize': 0.0},
+                            {'jitter': 0.8, 'gray': 0.2, 'blur': 0.0, 'solarize': 0.2}))
 
 
 def default_config():

@@ -30,6 +30,11 @@ OPTIMIZER = dict(name='lars', peak_lr=1.0, base_batch_size=256, min_lr=0.0, warm
 
 # BYOL §3.2 on ImageNet; the experiment configs apply it above 64 px.
 IMAGENET_LOSS = dict(target_momentum=0.996)
+# solo-learn's CIFAR augmentations (scripts/pretrain/cifar/augmentations/asymmetric.yaml),
+# applied by the configs at CIFAR sizes (configs/common.py; larger images: Table B.1).
+AUGMENTATIONS = dict(crop_scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1),
+                     views=({'jitter': 0.8, 'gray': 0.2, 'blur': 0.0, 'solarize': 0.0},
+                            {'jitter': 0.8, 'gray': 0.2, 'blur': 0.0, 'solarize': 0.2}))
 
 
 def default_config():

@@ -30,6 +30,11 @@ OPTIMIZER = dict(name='sgd', peak_lr=0.3, base_batch_size=256, min_lr=0.0, warmu
 # MoCo v2 on ImageNet: queue 65,536, constant momentum 0.999; the experiment configs apply it
 # above 64 px (and cut every queue to a multiple of the global batch).
 IMAGENET_LOSS = dict(queue_size=65536, target_momentum=0.999, target_momentum_final=0.999)
+# solo-learn's CIFAR augmentations (scripts/pretrain/cifar/augmentations/symmetric_weak.yaml),
+# applied by the configs at CIFAR sizes (configs/common.py; larger images: Table B.1).
+AUGMENTATIONS = dict(crop_scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.4, 0.1),
+                     views=({'jitter': 0.8, 'gray': 0.2, 'blur': 0.5, 'solarize': 0.0},
+                            {'jitter': 0.8, 'gray': 0.2, 'blur': 0.5, 'solarize': 0.0}))
 
 
 def default_config():

@@ -23,6 +23,11 @@ PROJECTOR_HIDDEN_BATCHNORM = True
 
 # ImageNet temperature (LOSSES.md §4); the experiment configs apply it above 64 px.
 IMAGENET_LOSS = dict(temperature=0.1)
+# solo-learn's CIFAR augmentations (scripts/pretrain/cifar/augmentations/symmetric.yaml),
+# applied by the configs at CIFAR sizes (configs/common.py; larger images: Table B.1).
+AUGMENTATIONS = dict(crop_scale=(0.08, 1.0), jitter=(0.8, 0.8, 0.8, 0.2),
+                     views=({'jitter': 0.8, 'gray': 0.2, 'blur': 0.5, 'solarize': 0.0},
+                            {'jitter': 0.8, 'gray': 0.2, 'blur': 0.5, 'solarize': 0.0}))
 
 
 def default_config():

@@ -28,6 +28,11 @@ PROJECTOR_HIDDEN_BATCHNORM = True
 PROJECTOR_DIMS = (1024, 64)
 OPTIMIZER = dict(name='adam', peak_lr=2e-3, base_batch_size=0, min_lr=0.0, warmup_init_lr=0.0,
                  weight_decay=1e-6)
+# solo-learn's CIFAR augmentations (scripts/pretrain/cifar/wmse.yaml itself),
+# applied by the configs at CIFAR sizes (configs/common.py; larger images: Table B.1).
+AUGMENTATIONS = dict(crop_scale=(0.2, 1.0), jitter=(0.8, 0.8, 0.8, 0.2),
+                     views=({'jitter': 0.8, 'gray': 0.2, 'blur': 0.0, 'solarize': 0.0},
+                            {'jitter': 0.8, 'gray': 0.2, 'blur': 0.0, 'solarize': 0.0}))
 
 
 def default_config():
