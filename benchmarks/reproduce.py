@@ -40,8 +40,19 @@ THESIS_TABLE_5_1 = {
                    'corinfomax': 69.08},
 }
 DATASET_OF_CONFIG = {'demo': 'cifar10', 'cifar10_miniature': 'cifar10'}
+# The linear column is the thesis protocol (`linear`: fresh augmented views every epoch) or, with
+# probe.augment=False (the CPU demo), the cached-feature probe (`linear_cached`), named as such.
 COLUMNS = (('linear', 'top1', 'linear top-1'), ('linear', 'top5', 'linear top-5'),
            ('knn_k20', 'top1', 'kNN k=20'), ('knn_k200', 'top1', 'kNN k=200'))
+
+
+def columns(reports):
+  """COLUMNS, with the cached-feature linear probe where no report has the thesis protocol's."""
+  if any('linear' in r for r in reports) or not any('linear_cached' in r for r in reports):
+    return COLUMNS
+  return tuple(('linear_cached', metric, title.replace('linear', 'linear (cached)'))
+               if evaluation == 'linear' else (evaluation, metric, title)
+               for evaluation, metric, title in COLUMNS)
 
 
 class RunFailed(Exception):
@@ -109,21 +120,22 @@ def table(args, rows, random_report):
   dataset = DATASET_OF_CONFIG.get(name, name)
   thesis = THESIS_TABLE_5_1.get(dataset, {})
   results = {'config': args.config, 'override': args.override, 'dataset': dataset, 'rows': {}}
-  header = ['method'] + [title for _, _, title in COLUMNS] + ['pretrain min',
-                                                               f'thesis {dataset} top-1']
+  shown = columns([report for report, _, _ in rows.values() if report] + [random_report or {}])
+  header = ['method'] + [title for _, _, title in shown] + ['pretrain min',
+                                                            f'thesis {dataset} top-1']
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   entries = [(loss, report, 'trained', seconds, error)
              for loss, (report, seconds, error) in rows.items()]
   entries.append(('random init', random_report or {}, 'random', 0.0, None))
   for method, report, encoder, seconds, error in entries:
     values = {}
-    for evaluation, metric, title in COLUMNS:
+    for evaluation, metric, title in shown:
       result = None if error else latest(report, evaluation, encoder)
       values[title] = None if result is None else round(result[metric], 2)
     results['rows'][method] = dict(values, pretrain_seconds=round(seconds, 1),
                                    thesis_top1=thesis.get(method), error=error)
     if error:
-      cells = [method, f'stopped: {error.removeprefix("error: ")}'] + [''] * (len(COLUMNS) - 1)
+      cells = [method, f'stopped: {error.removeprefix("error: ")}'] + [''] * (len(shown) - 1)
     else:
       cells = [method] + ['–' if v is None else f'{v:.2f}' for v in values.values()]
     cells += [f'{seconds / 60:.1f}' if seconds else '–',

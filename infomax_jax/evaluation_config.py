@@ -26,10 +26,14 @@ def tsne_config():
 
 
 def probe_config():
-  """The thesis protocols; `standardize`: the linear probe standardises features with the train
-  split's statistics (a fixed affine map, so the same classifier family; probe.standardizer)."""
+  """The thesis protocols. `augment`: the linear probe trains on a fresh random-resized-crop +
+  flip view of every train image in every epoch (thesis §5.2, App. B.1.2, the official code;
+  reported as `linear`); False trains on features of the test-transformed train split computed
+  once (the fast option, reported as `linear_cached`). `standardize`: features are standardised
+  with the train split's statistics (a fixed affine map, so the same classifier family;
+  probe.standardizer)."""
   return ml_collections.ConfigDict(dict(
-      epochs=100, batch_size=256, momentum=0.9, augment=False, standardize=True,
+      epochs=100, batch_size=256, momentum=0.9, augment=True, standardize=True,
       schedule='cosine', lr=0.2, min_lr=0.002,   # cosine: lr → min_lr
       step_lr=25.0, step_epochs=20,              # step (ImageNet-1K): ÷10 every step_epochs
       feature_batch_size=500,

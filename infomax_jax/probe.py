@@ -11,8 +11,9 @@ docs/evaluation.md):
 
   linear  linear classifier on frozen features, 100 epochs, batch 256, SGD momentum 0.9, no weight
           decay, cosine lr 0.2 → 0.002 (`probe.schedule=step`: ImageNet-1K, 25 ÷10 every 20
-          epochs); on cached features of the test-transformed train split (default) or
-          re-augmented every epoch (`probe.augment=True`, reported as `linear_augmented`)
+          epochs), on a fresh random-resized-crop + flip view of every train image in every
+          epoch (the thesis protocol); `probe.augment=False`: on features of the
+          test-transformed train split computed once, reported as `linear_cached`
   knn     weighted cosine kNN, k = 20 and 200, T = 0.07 (knn.py)
   semi    fine-tuning encoder + head on 1 % and 10 % of the labels (finetune.py)
 
@@ -73,10 +74,11 @@ def protocols(probe, evaluations):
   todo = {}
   if 'linear' in evaluations:
     protocol = dict(epochs=probe.epochs, batch_size=probe.batch_size, momentum=probe.momentum,
-                    schedule=probe.schedule, standardize=bool(probe.standardize))
+                    schedule=probe.schedule, standardize=bool(probe.standardize),
+                    augment=bool(probe.augment))
     protocol.update(dict(lr=probe.lr, min_lr=probe.min_lr) if probe.schedule == 'cosine' else
                     dict(lr=probe.step_lr, step_epochs=probe.step_epochs))
-    todo['linear_augmented' if probe.augment else 'linear'] = ('linear', protocol)
+    todo['linear' if probe.augment else 'linear_cached'] = ('linear', protocol)
   if 'knn' in evaluations:
     for k in probe.knn.k:
       todo[f'knn_k{k}'] = ('knn', dict(k=int(k), temperature=probe.knn.temperature,

@@ -195,6 +195,6 @@ def test_pretrain_probe_plots_round_trip_on_a_bucket(tmp_path):
   assert {'run/checkpoints/2/commit_success.txt', 'run/checkpoints/4/commit_success.txt',
           'figures/training.png', 'figures/eigenvalues.png'} <= set(objects)
   assert any(o.startswith('run/events.out.tfevents') for o in objects)
-  assert sorted(report) == ['knn_k20', 'knn_k200', 'linear']
-  assert report['linear']['trained']['4']['top1'] > 0
+  assert sorted(report) == ['knn_k20', 'knn_k200', 'linear_cached']
+  assert report['linear_cached']['trained']['4']['top1'] > 0
   assert not any(scratch.iterdir())   # a bucket path made local would land in the cwd

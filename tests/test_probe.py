@@ -16,6 +16,7 @@ import scipy.optimize
 from configs import imagenet1k
 from infomax_jax import cli
 from infomax_jax import evaluation
+from infomax_jax import input_pipeline
 from infomax_jax import knn
 from infomax_jax import plots
 from infomax_jax import probe
@@ -224,15 +225,15 @@ def test_every_step_report_figures_rerun_and_force(workdir, monkeypatch, capsys)
   config = eval_config()
   report = probe.run_probe(config, workdir, evaluations=('linear', 'knn'), step='all')
   assert evaluation.load_report(workdir) == report
-  assert sorted(report) == ['knn_k20', 'knn_k200', 'linear']
+  assert sorted(report) == ['knn_k20', 'knn_k200', 'linear_cached']   # the demo's fast option
   for encoders in report.values():
     assert {e: list(steps) for e, steps in encoders.items()} == {
         'trained': ['20', '40'], 'random': ['0']}
     for result in (encoders['trained']['40'], encoders['random']['0']):
       assert 15 < result['top1'] <= result['top5'] <= 100   # chance: 10 % top-1
-  assert report['linear']['trained']['40']['protocol'] == dict(
+  assert report['linear_cached']['trained']['40']['protocol'] == dict(
       epochs=2, batch_size=256, momentum=0.9, schedule='cosine', lr=0.2, min_lr=0.002,
-      standardize=True)
+      standardize=True, augment=False)
   assert report['knn_k200']['random']['0']['protocol'] == dict(k=200, temperature=0.07,
                                                                 ties='expected')
   steps, top1 = plots.accuracy_curves(report)['knn_k20']
@@ -261,11 +262,20 @@ def test_every_step_report_figures_rerun_and_force(workdir, monkeypatch, capsys)
   assert forced['knn_k20']['trained']['20'] == report['knn_k20']['trained']['20']
 
 
-def test_linear_probe_with_augmentation(workdir):
+def test_default_linear_probe_draws_augmented_views_every_epoch(workdir, monkeypatch):
+  assert evaluation_config.probe_config().augment   # the thesis protocol is the default
+  epochs, real = [], input_pipeline.probe_dataset
+
+  def recording(*args, train, **kwargs):
+    epochs.append((train, kwargs.get('epoch')))
+    return real(*args, train=train, **kwargs)
+
+  monkeypatch.setattr(input_pipeline, 'probe_dataset', recording)
   report = probe.run_probe(eval_config(**{'probe.augment': True}), workdir, encoders=('trained',),
                            evaluations=('linear',), write_plots=False)
-  assert list(report) == ['linear_augmented']
-  assert 15 < report['linear_augmented']['trained']['40']['top1'] <= 100
+  assert list(report) == ['linear'] and report['linear']['trained']['40']['protocol']['augment']
+  assert 15 < report['linear']['trained']['40']['top1'] <= 100
+  assert [e for train, e in epochs if train] == [0, 1]   # tiny config: 2 epochs, fresh views each
 
 
 def test_semi_supervised_fine_tuning(workdir):

@@ -35,3 +35,13 @@ def test_table_rows_failures_random_and_thesis_column():
   assert lines[2] == '| corinfomax | 40.00 | 80.00 | 40.00 | 40.00 | 10.0 | 93.18 |'
   assert 'stopped: step 7: non-finite loss=nan' in lines[3] and '92.07' in lines[3]
   assert lines[4].startswith('| random init | 30.00 |')
+
+
+def test_cached_feature_probe_is_named_in_the_table():
+  args = argparse.Namespace(config='configs/demo.py', override=[])
+  trained, random = report('trained', 300, 40.0), report('random', 0, 30.0)
+  for r in (trained, random):
+    r['linear_cached'] = r.pop('linear')
+  results, markdown = reproduce.table(args, {'corinfomax': (trained, 60.0, None)}, random)
+  assert results['rows']['corinfomax']['linear (cached) top-1'] == 40.0
+  assert markdown.splitlines()[0].startswith('| method | linear (cached) top-1 |')
