@@ -21,4 +21,6 @@ def get_config(arg=None):
   config.optimizer.warmup_steps = 50
   config.checkpoint_every_steps = 125
   config.log_every_steps = 25
+  if 'queue_size' in config.loss:   # MoCo: the full 50,000 images take solo-learn's queue
+    config.loss.queue_size = 32768
   return config

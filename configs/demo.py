@@ -19,6 +19,11 @@ def get_config(arg=None):
   config.optimizer.lr_schedule_per = 'step'   # 7.7 epochs: per-epoch steps would be too coarse
   config.checkpoint_every_steps = 100
   config.log_every_steps = 20
+  if 'queue_size' in config.loss:
+    # MoCo: solo-learn's queue holds 32,768 keys of CIFAR-10's 50,000 images (65 %); of the
+    # 10,000-image sample it would hold every image ~3 times, i.e. earlier keys of each query's own
+    # image as negatives. The same 65 % share, in whole batches: 25 × 256.
+    config.loss.queue_size = 6400
   # The cached-feature linear probe (`linear_cached`): the thesis protocol's fresh views of
   # the sample cost ~10 s per epoch on a 2-core CPU (3 epochs in 36 s), ~17 min per encoder.
   config.probe.augment = False
