@@ -155,6 +155,29 @@ def balanced_subset(labels, fraction, seed):
   return np.sort(np.concatenate(picks))
 
 
+def listed_subset(examples, path):
+  """Sorted indices of the examples listed in the text file `path`, one per line (e.g. SimCLR's
+  1percent.txt of ImageNet file names): an entry names an example by the end of its path (its
+  file name, or `class/file` where file names repeat). One-line error for an entry that matches
+  no example or several."""
+  wanted = {line.strip() for line in train.workdir_path(path).read_text().splitlines()
+            if line.strip()}
+  hits = {}
+  for i, name in enumerate(examples.names):
+    parts = name.replace(':', '/').split('/')
+    for k in range(1, len(parts) + 1):
+      suffix = '/'.join(parts[-k:])
+      if suffix in wanted:
+        hits.setdefault(suffix, []).append(i)
+  if missing := sorted(wanted - set(hits)):
+    raise ValueError(f'{path}: {len(missing)} of its {len(wanted)} entries are not in the train '
+                     f'split (e.g. {missing[0]})')
+  if ambiguous := sorted(w for w, found in hits.items() if len(found) > 1):
+    raise ValueError(f'{path}: {len(ambiguous)} entries match several images (e.g. '
+                     f'{ambiguous[0]}); give class/file')
+  return np.array(sorted(found[0] for found in hits.values()))
+
+
 def batch_size_for(size):
   """`size` rounded up to a multiple of the device count (batches are sharded over devices)."""
   return -(-size // jax.device_count()) * jax.device_count()

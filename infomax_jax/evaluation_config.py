@@ -12,10 +12,17 @@ def knn_config():
 
 
 def semi_config():
-  """Thesis ImageNet-1K values: 1 % and 10 % of the labels, 20 epochs, batch 256."""
+  """Thesis ImageNet-1K values (App. B.2.5): 1 % and 10 % of the labels, head lr 30 / 20, 20
+  epochs, batch 256, the last epoch's accuracy, class-balanced random subsets (`subset_seed`).
+
+  The official script's choices, as options: head lr 10 for 1 % (`head_lrs=(10, 20)`); the best
+  epoch's test accuracy (`select='best'`: model selection on the test split, reported as such);
+  SimCLR's fixed subsets (`subset_files`: one text file per fraction listing train image file
+  names, e.g. 1percent.txt and 10percent.txt, matched by file name)."""
   return ml_collections.ConfigDict(dict(
       fractions=(0.01, 0.1), head_lrs=(30.0, 20.0), encoder_lr=0.005, epochs=20, batch_size=256,
-      momentum=0.9, step_epochs=5, head_factor=0.1, encoder_factor=0.2, subset_seed=0))
+      momentum=0.9, step_epochs=5, head_factor=0.1, encoder_factor=0.2, subset_seed=0,
+      select='last', subset_files=()))
 
 
 def tsne_config():

@@ -46,10 +46,16 @@ def _step(carry, images, labels, *, model, tx):
   return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
 
-def fine_tune(config, encoder_variables, train_examples, test_examples, fraction, head_lr, mesh):
-  """Fine-tunes on `fraction` of the labels; returns test top-1/top-5 in %, subset size, batch."""
+def fine_tune(config, encoder_variables, train_examples, test_examples, fraction, head_lr, mesh,
+              subset_file=''):
+  """Fine-tunes on `fraction` of the labels (a class-balanced random subset, or the images that
+  `subset_file` lists); returns test top-1/top-5 in % of the last epoch (`semi.select='last'`)
+  or of the epoch with the best test top-1 (`'best'`, with that epoch), subset size, batch."""
   semi = config.probe.semi
-  indices = evaluation.balanced_subset(train_examples.labels, fraction, semi.subset_seed)
+  if subset_file:
+    indices = evaluation.listed_subset(train_examples, subset_file)
+  else:
+    indices = evaluation.balanced_subset(train_examples.labels, fraction, semi.subset_seed)
   devices = jax.device_count()
   batch = min(semi.batch_size, len(indices) // devices * devices)
   if batch == 0:
@@ -83,6 +89,15 @@ def fine_tune(config, encoder_variables, train_examples, test_examples, fraction
   step = jax.jit(functools.partial(_step, model=model, tx=tx),
                  in_shardings=(replicated, sharded, sharded),
                  out_shardings=(replicated, replicated))
+  predict = evaluation.batched_apply(lambda v, x: model.apply(v, x, train=False), mesh)
+  test = input_pipeline.probe_dataset(test_examples, config.data,
+                                      evaluation.batch_size_for(config.probe.feature_batch_size),
+                                      train=False)
+
+  def test_accuracy():
+    return evaluation.topk_accuracy(*predict({'params': carry[0], 'batch_stats': carry[1]}, test))
+
+  best = None
   for epoch in range(semi.epochs):
     for local in input_pipeline.probe_dataset(labelled, config.data, batch, train=True,
                                               seed=config.seed, epoch=epoch).as_numpy_iterator():
@@ -90,13 +105,9 @@ def fine_tune(config, encoder_variables, train_examples, test_examples, fraction
     if not np.isfinite(float(loss)):
       raise FloatingPointError(f'fine-tuning on {fraction:g} of the labels diverged in epoch '
                                f'{epoch + 1} (loss {float(loss)}); lower probe.semi.head_lrs')
-
-  predict = evaluation.batched_apply(lambda v, x: model.apply(v, x, train=False), mesh)
-  logits, labels = predict({'params': carry[0], 'batch_stats': carry[1]},
-                           input_pipeline.probe_dataset(
-                               test_examples, config.data,
-                               evaluation.batch_size_for(config.probe.feature_batch_size),
-                               train=False))
-  result = evaluation.topk_accuracy(logits, labels)
+    if semi.select == 'best':
+      result = dict(test_accuracy(), epoch=epoch + 1)
+      best = result if best is None or result['top1'] > best['top1'] else best
+  result = best if semi.select == 'best' else test_accuracy()
   result.update(examples=len(indices), batch_size=batch)
   return result

@@ -64,6 +64,11 @@ def validate_probe_config(probe):
                      f'{tuple(semi.head_lrs)} must have the same length')
   if not all(0 < f <= 1 for f in semi.fractions):
     raise ValueError(f'probe.semi.fractions {tuple(semi.fractions)} must be in (0, 1]')
+  if semi.select not in ('last', 'best'):
+    raise ValueError(f"probe.semi.select={semi.select!r}: expected 'last' or 'best'")
+  if semi.subset_files and len(semi.subset_files) != len(semi.fractions):
+    raise ValueError(f'probe.semi.subset_files needs one file per fraction '
+                     f'{tuple(semi.fractions)}, got {len(semi.subset_files)}')
   if semi.batch_size <= 0 or semi.batch_size % jax.device_count():
     raise ValueError(f'probe.semi.batch_size={semi.batch_size} must be a positive multiple of '
                      f'the {jax.device_count()} devices')
@@ -85,12 +90,13 @@ def protocols(probe, evaluations):
                                        ties='expected'))   # evaluation.topk_accuracy
   if 'semi' in evaluations:
     semi = probe.semi
-    for fraction, head_lr in zip(semi.fractions, semi.head_lrs):
+    files = tuple(semi.subset_files) or ('',) * len(semi.fractions)
+    for fraction, head_lr, subset_file in zip(semi.fractions, semi.head_lrs, files):
       todo[f'semi_{fraction * 100:g}pct'] = ('semi', dict(
           fraction=fraction, head_lr=head_lr, encoder_lr=semi.encoder_lr, epochs=semi.epochs,
           batch_size=semi.batch_size, momentum=semi.momentum, step_epochs=semi.step_epochs,
           head_factor=semi.head_factor, encoder_factor=semi.encoder_factor,
-          subset_seed=semi.subset_seed))
+          subset_seed=semi.subset_seed, select=semi.select, subset_file=subset_file))
   return todo
 
 
@@ -203,7 +209,8 @@ def evaluate_encoder(config, variables, pending, train_examples, test_examples, 
       result = evaluation.topk_accuracy(scores, frozen('test')[1])
     else:
       result = finetune.fine_tune(config, variables, train_examples, test_examples,
-                                  protocol['fraction'], protocol['head_lr'], mesh)
+                                  protocol['fraction'], protocol['head_lr'], mesh,
+                                  protocol['subset_file'])
     result.update(protocol=protocol, seconds=round(time.perf_counter() - start, 1))
     yield name, result
 

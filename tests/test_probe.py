@@ -290,6 +290,30 @@ def test_semi_supervised_fine_tuning(workdir):
   assert 0 <= result['top1'] <= result['top5'] <= 100
 
 
+def test_semi_supervised_official_options(workdir, tmp_path):
+  """The official script's choices: a listed subset (SimCLR's files), head lr 10, best epoch."""
+  train_examples = input_pipeline.load_split(eval_config().data, 'train')
+  listed = ['/'.join(n.split('/')[-2:]) for n in train_examples.names[::100]]   # class/file
+  subset_file = tmp_path / '1percent.txt'
+  subset_file.write_text('\n'.join(listed) + '\n')
+  config = eval_config(**{'probe.semi.fractions': (0.01,), 'probe.semi.head_lrs': (10.0,),
+                          'probe.semi.select': 'best', 'probe.semi.epochs': 2,
+                          'probe.semi.subset_files': (str(subset_file),)})
+  report = probe.run_probe(config, workdir, encoders=('trained',), evaluations=('semi',),
+                           write_plots=False)
+  result = report['semi_1pct']['trained']['40']
+  assert result['examples'] == 100 and result['epoch'] in (1, 2)
+  assert result['protocol']['select'] == 'best'
+  assert result['protocol']['subset_file'] == str(subset_file)
+  np.testing.assert_array_equal(evaluation.listed_subset(train_examples, subset_file),
+                                np.arange(0, 10000, 100))
+  for lines, message in ((['no/such.jpg'], '1 of its 1 entries are not in the train split'),
+                         (['0000.jpg'], 'match several images')):   # one per class
+    (tmp_path / 'bad.txt').write_text('\n'.join(lines))
+    with pytest.raises(ValueError, match=message):
+      evaluation.listed_subset(train_examples, tmp_path / 'bad.txt')
+
+
 def test_plots_command_overlays_workdirs(pretrained, workdir, tmp_path):
   out = tmp_path / 'figures'
   result = subprocess.run(
