@@ -104,8 +104,14 @@ def thesis_config(loss, architecture, *, data, image_size, normalization, cifar_
     config.loss.lam = lam
   if image_size > 32:   # solo-learn's recipes are CIFAR's; larger images get Table B.1 (BYOL's)
     config.augment = augment_config.augment_config()
-  if image_size > 64:   # the loss's ImageNet values, where they differ from its CIFAR defaults
-    config.loss.update(getattr(losses.get(loss), 'IMAGENET_LOSS', {}))
+  module = losses.get(loss)
+  if image_size <= 64:   # the loss's CIFAR recipe values (solo-learn), where not its paper's
+    config.loss.update(getattr(module, 'CIFAR_LOSS', {}))
+  else:   # the loss's ImageNet recipe (its paper), where it differs from its CIFAR one
+    config.loss.update(getattr(module, 'IMAGENET_LOSS', {}))
+    config.optimizer.update(getattr(module, 'IMAGENET_OPTIMIZER', {}))
+    config.projector.dims = tuple(getattr(module, 'IMAGENET_PROJECTOR_DIMS',
+                                          config.projector.dims))
   if 'queue_size' in config.loss:   # a queue takes whole global batches (MoCo, as solo-learn)
     config.loss.queue_size -= config.loss.queue_size % batch_size
   return config

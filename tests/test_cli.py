@@ -36,7 +36,8 @@ def parsed_config(argv):
 @pytest.mark.parametrize('name', losses.names())
 def test_loss_swap_by_config_flag_loads_that_losses_defaults(name):
   config = parsed_config(['--config=configs/demo.py', f'--config.loss.name={name}'])
-  defaults = losses.default_config(name).to_dict()
+  defaults = dict(losses.default_config(name).to_dict(),
+                  **getattr(losses.get(name), 'CIFAR_LOSS', {}))   # the CIFAR recipe's values
   if 'queue_size' in defaults:   # MoCo: the demo's queue is sized to its sample (configs/demo.py)
     defaults['queue_size'] = 6400
   assert config.loss.to_dict() == defaults

@@ -65,12 +65,17 @@ def test_config_carries_thesis_values_for_every_loss(name, arch):
     assert config.model.name == {'r18': 'resnet18', 'r50': 'resnet50'}[arch]
     assert config.num_epochs == EPOCHS[(name, arch)]
     assert config.batch_size == expected['batch_size']
-    recipe = getattr(losses.get(loss), 'OPTIMIZER', None)   # VICReg, Barlow: solo-learn LARS
+    loss_module = losses.get(loss)
+    recipe = getattr(loss_module, 'OPTIMIZER', None)   # the solo-learn baselines' own optimizers
     if recipe:
+      if expected['image_size'] > 64:   # their papers' ImageNet optimizers
+        recipe = dict(recipe, **getattr(loss_module, 'IMAGENET_OPTIMIZER', {}))
       assert {k: config.optimizer[k] for k in recipe} == recipe
     else:
       assert (config.optimizer.name, config.optimizer.peak_lr) == ('sgd', expected['peak_lr'])
-    own = getattr(losses.get(loss), 'PROJECTOR_DIMS', expected['dims'])   # the loss's recipe
+    own = getattr(loss_module, 'PROJECTOR_DIMS', expected['dims'])   # the loss's recipe
+    if expected['image_size'] > 64:
+      own = getattr(loss_module, 'IMAGENET_PROJECTOR_DIMS', own)
     assert tuple(config.projector.dims) == (expected['dims'] if name in CPU_CONFIGS else own)
     assert config.data.image_size == expected['image_size']
     assert config.model.cifar_stem == (expected['image_size'] == 32)
@@ -86,7 +91,9 @@ def test_config_carries_thesis_values_for_every_loss(name, arch):
     if expected['image_size'] == 224:   # the loss's ImageNet values (BYOL's 0.996, MoCo's 0.999)
       imagenet = getattr(losses.get(loss), 'IMAGENET_LOSS', {})
       assert all(config.loss[k] == v for k, v in imagenet.items() if k != 'queue_size')
-    cifar_recipe = getattr(losses.get(loss), 'AUGMENTATIONS', {})   # solo-learn's CIFAR settings
+    cifar_loss = getattr(loss_module, 'CIFAR_LOSS', {}) if expected['image_size'] <= 64 else {}
+    assert all(config.loss[k] == v for k, v in cifar_loss.items())   # e.g. Barlow's scale 0.1
+    cifar_recipe = getattr(loss_module, 'AUGMENTATIONS', {})   # solo-learn's CIFAR settings
     assert config.augment.to_dict() == augment_config.augment_config(
         **(cifar_recipe if expected['image_size'] == 32 else {})).to_dict()
     if 'queue_size' in config.loss:   # whole global batches, as large as the recipe allows

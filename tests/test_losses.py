@@ -281,6 +281,21 @@ def test_baseline_matches_numpy_reference(module, reference, scale):
   assert_grad_close(g2, r2)
 
 
+def test_solo_learn_cifar_loss_values():
+  """The CIFAR recipes' loss values (CIFAR_LOSS): Barlow's scale_loss 0.1 scales the loss, and
+  VICReg's std_coeff 50 is solo-learn's variance weight 25 on the *sum* of the views' hinges."""
+  views = random_views(1, 12, 6, scale=0.3)   # std < 1: the variance hinges are active
+  z1, z2 = _f64(views, 'z1', 'z2')
+  assert barlow.CIFAR_LOSS == dict(scale_loss=0.1) and vicreg.CIFAR_LOSS == dict(std_coeff=50.0)
+  value = barlow.loss_fn(views, {}, config_of('barlow', **barlow.CIFAR_LOSS))[0]
+  np.testing.assert_allclose(value, 0.1 * np_barlow(z1, z2), rtol=1e-5)
+  hinge = lambda z: np.mean(np.maximum(1 - np.sqrt(z.var(0, ddof=1) + 1e-4), 0))
+  assert hinge(z1) > 0.1 and hinge(z2) > 0.1
+  solo_learn = np_vicreg(z1, z2) + 25 * (hinge(z1) + hinge(z2)) / 2   # 25·(h1 + h2) in all
+  value = vicreg.loss_fn(views, {}, config_of('vicreg', **vicreg.CIFAR_LOSS))[0]
+  np.testing.assert_allclose(value, solo_learn, rtol=1e-5)
+
+
 def test_corinfomax_matches_numpy_over_batches_with_state():
   """LOSSES.md §1 (a): value, gradient and state over consecutive batches."""
   n, dim = 16, 6

@@ -10,7 +10,9 @@ covariances to report the collapse diagnostics from, instead of the batch ones),
 (a dict of `config.optimizer` values from the loss's own recipe, e.g. LARS; configs apply it),
 `PROJECTOR_DIMS` (the projector of the loss's own recipe, which the experiment configs use
 instead of the thesis one), `AUGMENTATIONS` (`augment_config.augment_config` arguments of the
-loss's own CIFAR recipe, applied at 32 px instead of Table B.1), `IMAGENET_LOSS` (loss values the experiment configs apply above
+loss's own CIFAR recipe, applied at 32 px instead of Table B.1), `CIFAR_LOSS` (loss values of the
+CIFAR recipe that differ from the paper's defaults, applied up to 64 px), `IMAGENET_LOSS`,
+`IMAGENET_OPTIMIZER`, `IMAGENET_PROJECTOR_DIMS` (the paper's ImageNet values, applied above
 64 px), `PREDICTOR_HIDDEN_DIM` (the train step then adds predictions p1, p2 of a predictor MLP
 to `views`) and `PROJECTOR_OUTPUT_BATCHNORM` (BatchNorm without scale and offset after the
 projector).

@@ -26,6 +26,8 @@ PREDICTOR_HIDDEN_DIM = 4096
 PROJECTOR_DIMS = (4096, 256)
 OPTIMIZER = dict(name='lars', peak_lr=1.0, base_batch_size=256, min_lr=0.0, warmup_init_lr=3e-5,
                  lars_eta=0.02, lars_clip_lr=True, weight_decay=1e-5)
+IMAGENET_OPTIMIZER = dict(name='lars', peak_lr=0.2, base_batch_size=256, lars_eta=0.001,
+                          lars_clip_lr=False, weight_decay=1.5e-6)
 
 
 # BYOL §3.2 on ImageNet; the experiment configs apply it above 64 px.

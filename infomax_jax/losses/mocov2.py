@@ -25,6 +25,7 @@ PROJECTOR_HIDDEN_BATCHNORM = False
 PROJECTOR_DIMS = (2048, 256)
 OPTIMIZER = dict(name='sgd', peak_lr=0.3, base_batch_size=256, min_lr=0.0, warmup_init_lr=3e-5,
                  weight_decay=1e-4)
+IMAGENET_OPTIMIZER = dict(name='sgd', peak_lr=0.03, base_batch_size=256, weight_decay=1e-4)
 
 
 # MoCo v2 on ImageNet: queue 65,536, constant momentum 0.999; the experiment configs apply it

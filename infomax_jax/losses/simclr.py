@@ -23,6 +23,15 @@ PROJECTOR_HIDDEN_BATCHNORM = True
 
 # ImageNet temperature (LOSSES.md §4); the experiment configs apply it above 64 px.
 IMAGENET_LOSS = dict(temperature=0.1)
+# solo-learn's CIFAR recipe (scripts/pretrain/cifar/simclr.yaml): projector 2048-256, LARS with
+# clip_lr, lr 0.4 per 256, weight decay 1e-4, trust coefficient 0.02, τ 0.2. ImageNet (SimCLR
+# §B.6): projector 2048-128, LARS lr 0.3 per 256, weight decay 1e-6, trust coefficient 0.001.
+PROJECTOR_DIMS = (2048, 256)
+OPTIMIZER = dict(name='lars', peak_lr=0.4, base_batch_size=256, min_lr=0.0, lars_eta=0.02,
+                 lars_clip_lr=True, weight_decay=1e-4)
+IMAGENET_PROJECTOR_DIMS = (2048, 128)
+IMAGENET_OPTIMIZER = dict(name='lars', peak_lr=0.3, base_batch_size=256, lars_eta=0.001,
+                          lars_clip_lr=False, weight_decay=1e-6)
 # solo-learn's CIFAR augmentations (scripts/pretrain/cifar/augmentations/symmetric.yaml),
 # applied by the configs at CIFAR sizes (configs/common.py; larger images: Table B.1).
 AUGMENTATIONS = dict(crop_scale=(0.08, 1.0), jitter=(0.8, 0.8, 0.8, 0.2),

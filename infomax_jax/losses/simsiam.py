@@ -24,6 +24,7 @@ PREDICTOR_HIDDEN_DIM = 512
 PROJECTOR_DIMS = (2048, 2048, 2048)
 OPTIMIZER = dict(name='sgd', peak_lr=0.5, base_batch_size=256, min_lr=0.0, warmup_init_lr=3e-5,
                  weight_decay=1e-5, predictor_fixed_lr=True)
+IMAGENET_OPTIMIZER = dict(name='sgd', peak_lr=0.05, base_batch_size=256, weight_decay=1e-4)
 # solo-learn's CIFAR augmentations (scripts/pretrain/cifar/augmentations/symmetric_weak.yaml),
 # applied by the configs at CIFAR sizes (configs/common.py; larger images: Table B.1).
 AUGMENTATIONS = dict(crop_scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.4, 0.1),

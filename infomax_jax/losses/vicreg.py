@@ -22,6 +22,15 @@ PROJECTOR_HIDDEN_BATCHNORM = True
 # LARS with clip_lr, lr 0.3 per 256 examples, trust coefficient 0.02, weight decay 1e-4.
 OPTIMIZER = dict(name='lars', peak_lr=0.3, base_batch_size=256, min_lr=0.0, lars_eta=0.02,
                  lars_clip_lr=True, weight_decay=1e-4)
+# solo-learn's CIFAR projector 2048-2048-2048 and variance weight 25 on the *sum* of the two
+# views' hinges, i.e. std_coeff 50 here (the official code, as this loss, averages them; the
+# configs apply CIFAR_LOSS up to 64 px). ImageNet (paper §4.2): expander 8192-8192-8192, LARS lr
+# 0.2 per 256, weight decay 1e-6, trust coefficient 0.001 (IMAGENET_ values, above 64 px).
+PROJECTOR_DIMS = (2048, 2048, 2048)
+CIFAR_LOSS = dict(std_coeff=50.0)
+IMAGENET_PROJECTOR_DIMS = (8192, 8192, 8192)
+IMAGENET_OPTIMIZER = dict(name='lars', peak_lr=0.2, base_batch_size=256, lars_eta=0.001,
+                          lars_clip_lr=False, weight_decay=1e-6)
 # solo-learn's CIFAR augmentations (scripts/pretrain/cifar/vicreg.yaml itself),
 # applied by the configs at CIFAR sizes (configs/common.py; larger images: Table B.1).
 AUGMENTATIONS = dict(crop_scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.2, 0.1),
