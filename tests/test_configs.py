@@ -107,7 +107,10 @@ def test_config_carries_thesis_values_for_every_loss(name, arch):
   assert module.get_config(f'corinfomax,{arch}').to_dict() == module.get_config(arch).to_dict()
 
 
-@pytest.mark.parametrize('case', range(len(STEP_CASES)))
+# The ResNet-50 steps (~45 s each in a clean CI) run with the slow tests.
+@pytest.mark.parametrize('case', [
+    pytest.param(i, marks=pytest.mark.slow) if STEP_CASES[i][1] == 'r50' else i
+    for i in range(len(STEP_CASES))])
 def test_config_runs_one_step_with_tiny_overrides(case):
   """Each config (rotating through the losses, so that every loss runs once) builds its model,
   optimizer and state and runs one compiled training step at a tiny size, keeping its

@@ -22,6 +22,7 @@ def _run(code, *args):
                         env={**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
 
 
+@pytest.mark.slow   # a fresh interpreter and a training run: ~55 s of a clean CI's default suite
 def test_model_losses_and_synthetic_training_run_without_tensorflow(tmp_path):
   result = _run(f'''
 import jax, numpy as np
