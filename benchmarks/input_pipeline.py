@@ -141,9 +141,9 @@ def make_cases(folder):
         paths[-1], quality=90)
   return {
       'cifar10-32': dict(images=images, batch=256, size=32, normalization='cifar10',
-                         data=dict(source='sample', cache_decoded=True)),
+                         data=dict(source='sample', cache_decoded='always')),
       'jpeg-224': dict(paths=paths, batch=64, size=224, normalization='imagenet',
-                       data=dict(source='folder', path=folder, cache_decoded=False)),
+                       data=dict(source='folder', path=folder, cache_decoded='never')),
   }
 
 

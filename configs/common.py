@@ -37,7 +37,11 @@ def base_config(loss='corinfomax', architecture='r18'):
                                      # 'float64' (JAX_ENABLE_X64=1): reference precision
 
   config.data = ml_collections.ConfigDict(dict(
-      source='sample', path='', tfds_name='', tfds_data_dir='', cache_decoded=True,
+      source='sample', path='', tfds_name='', tfds_data_dir='',
+      cache_decoded='auto',      # 'auto' (cache when it fits cache_budget_gb), 'always', 'never'
+      cache_budget_gb=8.0,       # per host: the decoded split's memory that 'auto' accepts
+      check_files=1000,          # files structurally checked at load when streaming (-1: all)
+      cache_dir='~/.cache/infomax_jax',   # a compressed archive is decompressed here, once
       train_split='train', test_split='test', image_size=32, normalization='cifar10',
       synthetic_examples=50_000, synthetic_pool=2))   # source='synthetic' (data.py)
   config.model = ml_collections.ConfigDict(dict(

@@ -18,7 +18,8 @@ def get_config(arg=None):
   architecture, loss = common.parse_arg(arg, ('r50',), 'r50')
   config = common.thesis_config(
       loss, architecture,
-      data=dict(source='tfds', tfds_name='imagenet2012', test_split='validation'),
+      data=dict(source='tfds', tfds_name='imagenet2012', test_split='validation',
+                cache_decoded='never'),
       image_size=224, normalization='imagenet', cifar_stem=False,
       projector_dims=(8192, 8192, 512), epochs=100, batch_size=1536, peak_lr=0.2, min_lr=1e-6,
       alpha=2000.0, lam=0.1, hidden_batchnorm=True)

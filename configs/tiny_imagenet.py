@@ -15,7 +15,8 @@ from configs import common
 def get_config(arg=None):
   architecture, loss = common.parse_arg(arg, ('r50',), 'r50')
   return common.thesis_config(
-      loss, architecture, data=dict(source='folder', train_split='train', test_split='val'),
+      loss, architecture,
+      data=dict(source='folder', train_split='train', test_split='val', cache_decoded='never'),
       image_size=64, normalization='imagenet', cifar_stem=False,
       projector_dims=(4096, 4096, 128), epochs=800, batch_size=1024, peak_lr=0.5, min_lr=1e-6,
       alpha=500.0, lam=0.1)

@@ -116,8 +116,9 @@ def labelled_split(data_config, split):
   if len(examples.class_names) < 2:
     raise ValueError(f'{where} has no labels: all {len(examples)} images are in one class '
                      f'{examples.class_names[0]!r}; evaluation needs a labelled data set')
-  if examples.labels.min() < 0 or examples.labels.max() >= len(examples.class_names):
-    raise ValueError(f'{where} has no labels (label {examples.labels.min()} outside 0..'
+  labels = examples.reader.some_labels()
+  if labels.min() < 0 or labels.max() >= len(examples.class_names):
+    raise ValueError(f'{where} has no labels (label {labels.min()} outside 0..'
                      f'{len(examples.class_names) - 1}); evaluation needs a labelled data set')
   return examples
 
@@ -131,18 +132,6 @@ def labelled_splits(data_config):
                      f'different classes ({len(train_examples.class_names)} vs '
                      f'{len(test_examples.class_names)})')
   return train_examples, test_examples
-
-
-def subset(examples, indices):
-  """The examples at `indices` (repeats allowed): every per-example field is indexed."""
-  def take(value):
-    if value is None:
-      return None
-    return value[indices] if isinstance(value, np.ndarray) else [value[i] for i in indices]
-
-  return dataclasses.replace(examples, **{
-      f.name: take(getattr(examples, f.name)) for f in dataclasses.fields(examples)
-      if f.name != 'class_names'})
 
 
 def balanced_subset(labels, fraction, seed):
@@ -191,7 +180,7 @@ def batched_apply(fn, mesh):
 
   def run(variables, dataset):
     outputs, labels = [], []
-    for batch in dataset.as_numpy_iterator():
+    for batch in input_pipeline.batches(dataset):
       out = apply(variables, train.global_batch(batch['image'], sharded))
       outputs.append(jax.tree.map(lambda x: np.asarray(x)[batch['mask']], out))
       labels.append(batch['label'][batch['mask']])

@@ -64,8 +64,8 @@ def fine_tune(config, encoder_variables, train_examples, test_examples, fraction
   # Whole batches only, so BatchNorm never sees padding: top up with repeats of random members.
   pad = -len(indices) % batch
   rng = np.random.default_rng(semi.subset_seed)
-  labelled = evaluation.subset(
-      train_examples, np.concatenate([indices, rng.choice(indices, pad, replace=False)]))
+  labelled = train_examples.subset(
+      np.concatenate([indices, rng.choice(indices, pad, replace=False)]))
   steps_per_epoch = len(labelled) // batch
 
   num_classes = len(train_examples.class_names)
@@ -99,8 +99,8 @@ def fine_tune(config, encoder_variables, train_examples, test_examples, fraction
 
   best = None
   for epoch in range(semi.epochs):
-    for local in input_pipeline.probe_dataset(labelled, config.data, batch, train=True,
-                                              seed=config.seed, epoch=epoch).as_numpy_iterator():
+    for local in input_pipeline.batches(input_pipeline.probe_dataset(
+        labelled, config.data, batch, train=True, seed=config.seed, epoch=epoch)):
       carry, loss = step(carry, *train.global_batch((local['image'], local['label']), sharded))
     if not np.isfinite(float(loss)):
       raise FloatingPointError(f'fine-tuning on {fraction:g} of the labels diverged in epoch '

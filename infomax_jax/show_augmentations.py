@@ -44,8 +44,8 @@ def augmentation_grid(config, rows, cell):
   config = config.copy_and_resolve_references()
   config.batch_size = rows
   examples = input_pipeline.load_split(config.data, config.data.train_split)
-  batch = next(input_pipeline.pretrain_dataset(examples, config, local_devices=1)
-               .as_numpy_iterator())
+  batch = next(input_pipeline.batches(
+      input_pipeline.pretrain_dataset(examples, config, local_devices=1)))
   indices = input_pipeline.shuffled_index(np.arange(rows), len(examples), config.seed).numpy()
   mean, std = (np.array(v, np.float32) for v in sources.NORMALIZATION[config.data.normalization])
   grid = Image.new('RGB', (3 * cell + 2 * GAP, rows * cell + (rows - 1) * GAP), 'white')

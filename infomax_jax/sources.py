@@ -50,7 +50,7 @@ def pretrain_batches(examples, config, start_step, process_index, process_count)
                                             process_count)
   shapes = {name: (tuple(spec.shape), spec.dtype.as_numpy_dtype)
             for name, spec in dataset.element_spec.items()}
-  return shapes, dataset.as_numpy_iterator()
+  return shapes, input_pipeline.batches(dataset)
 
 
 def _synthetic_batches(config, start_step, process_index, process_count):

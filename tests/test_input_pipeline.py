@@ -66,9 +66,9 @@ def test_sample_and_archive_sources_agree(sample_test):
 def test_folder_source_cached_equals_on_the_fly(tmp_path):
   config = tiny_config(**{'data.source': 'folder', 'data.path': _folder(tmp_path)})
   cached = input_pipeline.load_split(config.data, 'test')
-  config.data.cache_decoded = False
+  config.data.cache_decoded = 'never'
   on_the_fly = input_pipeline.load_split(config.data, 'test')
-  assert cached.images is not None and on_the_fly.paths is not None
+  assert cached.images is not None and on_the_fly.images is None
   assert on_the_fly.names[0].startswith(str(tmp_path))
   np.testing.assert_array_equal(cached.labels, on_the_fly.labels)
   for a, b in zip(_batches(cached, config, 2), _batches(on_the_fly, config, 2)):
@@ -84,7 +84,7 @@ def test_folder_of_mixed_sizes_decodes_on_the_fly(tmp_path):
   config = tiny_config(**{'data.source': 'folder',
                           'data.path': _folder(tmp_path, 8, {'cat/big.jpg': _jpeg((50, 40))})})
   examples = input_pipeline.load_split(config.data, 'test')
-  assert examples.images is None and len(examples.encoded) == 9
+  assert examples.images is None and len(examples) == 9
   batch = _batches(examples, config, 1)[0]
   assert batch['view1'].shape == (16, 16, 16, 3)
   probe = next(input_pipeline.probe_dataset(examples, config.data, 16, False).as_numpy_iterator())
@@ -104,7 +104,7 @@ def test_tfds_source_with_mock_data(tmp_path, monkeypatch):
   assert batch['view1'].shape == (16, 16, 16, 3) and batch['view1'].dtype == np.float32
 
 
-@pytest.mark.parametrize('cache', [True, False])
+@pytest.mark.parametrize('cache', ['always', 'never'])
 @pytest.mark.parametrize('corruption', ['truncated', 'garbage'])
 def test_corrupt_jpeg_in_folder_names_the_file(tmp_path, cache, corruption):
   data = _jpeg()[:200] if corruption == 'truncated' else b'<html>not found</html>'
@@ -123,7 +123,7 @@ def test_corrupt_member_of_archive_names_the_member(tmp_path):
       info = tarfile.TarInfo(f'root/test/{name}')
       info.size = len(data)
       archive.addfile(info, io.BytesIO(data))
-  for cache in (True, False):
+  for cache in ('always', 'never'):
     config = tiny_config(**{'data.source': 'archive', 'data.path': path,
                             'data.cache_decoded': cache})
     with pytest.raises(ValueError) as error:
@@ -262,7 +262,7 @@ def test_show_augmentations_grid_from_a_folder(tmp_path):
   from infomax_jax import show_augmentations  # pylint: disable=g-import-not-at-top
   root = _folder(tmp_path, 6, {'cat/big.jpg': _jpeg((50, 40))})
   os.rename(os.path.join(root, 'test'), os.path.join(root, 'train'))
-  config = tiny_config(**{'data.source': 'folder', 'data.path': root, 'data.cache_decoded': False})
+  config = tiny_config(**{'data.source': 'folder', 'data.path': root, 'data.cache_decoded': 'never'})
   grid = show_augmentations.augmentation_grid(config, rows=3, cell=20)
   assert grid.size == (3 * 20 + 2 * show_augmentations.GAP, 3 * 20 + 2 * show_augmentations.GAP)
   pixels = np.asarray(grid)
