@@ -396,7 +396,8 @@ def _read_tfds(data_config, split):
     try:
       return TfdsReader(builder.as_data_source(split=split, decoders=skip), title), class_names, None
     except NotImplementedError:   # prepared in a format without random access (TFRecord)
-      dataset = builder.as_dataset(split=split, as_supervised=True, decoders=skip)
+      dataset = builder.as_dataset(split=split, decoders=skip).map(
+          lambda example: (example['image'], example['label']))
   except ValueError as e:
     raise _tfds_error(name, split, str(e).splitlines()[0]) from None
   except Exception as e:  # tfds raises many types; the user needs the one line.
