@@ -9,6 +9,7 @@ import ml_collections
 from infomax_jax import augment_config
 from infomax_jax import evaluation_config
 from infomax_jax import losses
+from infomax_jax import sources
 
 ARCHITECTURES = {'r18': 'resnet18', 'r50': 'resnet50'}
 
@@ -37,11 +38,7 @@ def base_config(loss='corinfomax', architecture='r18'):
                                      # 'float64' (JAX_ENABLE_X64=1): reference precision
 
   config.data = ml_collections.ConfigDict(dict(
-      source='sample', path='', tfds_name='', tfds_data_dir='',
-      cache_decoded='auto',      # 'auto' (cache when it fits cache_budget_gb), 'always', 'never'
-      cache_budget_gb=8.0,       # per host: the decoded split's memory that 'auto' accepts
-      check_files=1000,          # files structurally checked at load when streaming (-1: all)
-      cache_dir='~/.cache/infomax_jax',   # a compressed archive is decompressed here, once
+      source='sample', path='', tfds_name='', tfds_data_dir='', **sources.STREAMING_DEFAULTS,
       train_split='train', test_split='test', image_size=32, normalization='cifar10',
       synthetic_examples=50_000, synthetic_pool=2))   # source='synthetic' (data.py)
   config.model = ml_collections.ConfigDict(dict(

@@ -43,6 +43,7 @@ import threading
 from typing import Optional
 
 from absl import logging
+import ml_collections
 import numpy as np
 from infomax_jax import cli  # before TensorFlow, whose start-up banner it silences
 cli.import_tensorflow_quietly()
@@ -551,10 +552,15 @@ def _check_files(reader, count):
 def load_split(data_config, split):
   """Reads one split of the configured source. Errors are one line and name the culprit."""
   source = data_config.source
-  if data_config.cache_decoded not in CACHE_DECODED:
+  cache_decoded = data_config.cache_decoded
+  if isinstance(cache_decoded, bool):   # the workdir config of an earlier version
+    cache_decoded = 'always' if cache_decoded else 'never'
+  if cache_decoded not in CACHE_DECODED:
     raise ValueError(f'config.data.cache_decoded must be one of {", ".join(CACHE_DECODED)}, not '
-                     f'{data_config.cache_decoded!r}')
-  cache_dir = data_config.get('cache_dir', '')
+                     f'{cache_decoded!r}')
+  data_config = ml_collections.ConfigDict({**sources.STREAMING_DEFAULTS, **data_config,
+                                           'cache_decoded': cache_decoded})
+  cache_dir = data_config.cache_dir
   images = None
   if source == 'sample':
     reader, class_names = _read_archive(SAMPLE_ARCHIVE, split, cache_dir)

@@ -16,6 +16,13 @@ import numpy as np
 
 TF_SOURCES = ('sample', 'archive', 'folder', 'tfds')
 SOURCES = TF_SOURCES + ('synthetic',)
+# How a split is held (input_pipeline.py): decoded in memory when it fits, else streamed. A
+# workdir config of an earlier version lacks these and gets them.
+STREAMING_DEFAULTS = dict(
+    cache_decoded='auto',        # 'auto' (cache when it fits cache_budget_gb), 'always', 'never'
+    cache_budget_gb=8.0,         # per host: the decoded split's memory that 'auto' accepts
+    check_files=1000,            # files structurally checked at load when streaming (-1: all)
+    cache_dir='~/.cache/infomax_jax')   # a compressed archive is decompressed here, once
 # Per-channel (mean, std) of each data set, applied to every view (augment.normalize).
 NORMALIZATION = {
     'cifar10': ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)),
