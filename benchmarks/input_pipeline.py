@@ -12,6 +12,10 @@ Cases (both views of every image, Table B.1, normalised float32 NHWC batches):
               (quality 90) into a temporary image folder, decoded on the fly by both (ours:
               source=folder, cache_decoded=False; the reference: PIL.Image.open, as
               torchvision's ImageFolder), 224-px views, batch 64, ImageNet normalisation.
+  tar-224     the same files streamed by ours from an uncompressed tar (source=archive: read
+              by member offset); the reference as in jpeg-224.
+  tfds-224    the same JPEG bytes streamed by ours from a TFDS data set in ArrayRecord
+              (source=tfds, benchmarks/tfds_folder.py); the reference as in jpeg-224.
 
 The reference applies the transforms the way the official CorInfoMax code does (torchvision
 transforms on PIL images, one image at a time, in Python), without torch: get_params of
@@ -139,11 +143,20 @@ def make_cases(folder):
     paths.append(os.path.join(directory, os.path.basename(name)))
     Image.open(io.BytesIO(data)).convert('RGB').resize((320, 240), Image.BICUBIC).save(
         paths[-1], quality=90)
+  tar = os.path.join(os.path.dirname(folder), 'jpeg-224.tar')
+  with tarfile.open(tar, 'w') as archive:
+    archive.add(os.path.join(folder, 'train'), arcname='images/train')
+  from benchmarks import tfds_folder  # pylint: disable=g-import-not-at-top
+  tfds_dir = os.path.join(os.path.dirname(folder), 'tfds')
+  tfds_folder.build(folder, tfds_dir)
+  jpeg_224 = dict(paths=paths, batch=64, size=224, normalization='imagenet')
   return {
       'cifar10-32': dict(images=images, batch=256, size=32, normalization='cifar10',
                          data=dict(source='sample', cache_decoded='always')),
-      'jpeg-224': dict(paths=paths, batch=64, size=224, normalization='imagenet',
-                       data=dict(source='folder', path=folder, cache_decoded='never')),
+      'jpeg-224': dict(jpeg_224, data=dict(source='folder', path=folder, cache_decoded='never')),
+      'tar-224': dict(jpeg_224, data=dict(source='archive', path=tar, cache_decoded='never')),
+      'tfds-224': dict(jpeg_224, data=dict(source='tfds', tfds_name='image_folder_records',
+                                           tfds_data_dir=tfds_dir, cache_decoded='never')),
   }
 
 
@@ -219,8 +232,8 @@ def main():
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   results = {'command': 'python ' + ' '.join(sys.argv), 'cpus': os.cpu_count(),
              'load_average_before': os.getloadavg(), 'cases': {}}
-  with tempfile.TemporaryDirectory() as folder:
-    CASES.update(make_cases(folder))
+  with tempfile.TemporaryDirectory() as root:
+    CASES.update(make_cases(os.path.join(root, 'folder')))
     # Fork the reference workers before this process imports TensorFlow.
     with multiprocessing.get_context('fork').Pool(args.workers) as pool:
       for name in CASES:
