@@ -318,6 +318,11 @@ class FakeGcs:
   def read(self, bucket, name):
     return self.server.buckets[bucket].objects[name][0]
 
+  def put(self, bucket, name, data):
+    """Stores an object directly, as an upload would."""
+    self.server.buckets.setdefault(bucket, _Bucket()).objects[name] = (
+        data, next(self.server.generations))
+
   def environment(self):
     """os.environ plus what points every GCS client of a subprocess at this server."""
     url = 'http://%s:%d' % self.server.server_address

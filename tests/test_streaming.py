@@ -1,6 +1,9 @@
 """Streaming sources: host memory is the index, never the images (issue #16's promises)."""
 import io
+import json
 import os
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -9,6 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from infomax_jax import input_pipeline
+from tests import fake_gcs
 from tests.tfds_tiny import TinyImages
 from tests.tiny import tiny_config
 
@@ -194,3 +198,55 @@ def test_host_memory_does_not_hold_the_images(tmp_path):
   index_bytes = reader.relative_paths.nbytes + reader.labels.nbytes
   assert index_bytes <= 30 * 16 < sum(len(d) for d in _images(30).values()) / 10
   assert tf.io.read_file(reader.name(0)).numpy()[:3] == b'\xff\xd8\xff'
+
+
+_READ_BATCHES = '''
+import json, sys
+import numpy as np
+from infomax_jax import input_pipeline
+from tests.tiny import tiny_config
+config = tiny_config()
+config.batch_size = 8
+config.data.update(json.loads(sys.argv[1]))
+examples = input_pipeline.load_split(config.data, 'train')
+stream = next(input_pipeline.batches(input_pipeline.pretrain_dataset(examples, config,
+                                                                     local_devices=1)))
+probe = next(input_pipeline.batches(input_pipeline.probe_dataset(examples, config.data, 8, False)))
+np.savez(sys.argv[2], view1=stream['view1'], image=probe['image'], label=probe['label'],
+         name=examples.names[0])
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not fake_gcs.openssl_available(), reason='the fake GCS needs the openssl CLI')
+def test_folder_and_tar_stream_from_a_bucket(tmp_path):
+  """gs:// folders and tars, offline (tests/fake_gcs.py): the same batches as from local disk."""
+  images = _images(12)
+  tar = _tar(tmp_path / 'data.tar', images)
+  data = {'folder': dict(source='folder', cache_decoded='never'),
+          'archive': dict(source='archive', cache_decoded='never')}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def run(environment, source, path):
+    out = tmp_path / f'{source}-{"bucket" if path.startswith("gs://") else "local"}.npz'
+    result = subprocess.run([sys.executable, '-c', _READ_BATCHES,
+                             json.dumps(dict(data[source], path=path)), str(out)],
+                            cwd=root, env=dict(environment, PYTHONPATH=root),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(out)
+
+  local_folder = tmp_path / 'folder'
+  for name, value in images.items():
+    os.makedirs(local_folder / 'train' / os.path.dirname(name), exist_ok=True)
+    (local_folder / 'train' / name).write_bytes(value)
+  with fake_gcs.FakeGcs(tmp_path) as gcs:
+    for name, value in images.items():
+      gcs.put('bucket', f'folder/train/{name}', value)
+    gcs.put('bucket', 'data.tar', (tmp_path / 'data.tar').read_bytes())
+    for source, local, remote in (('folder', str(local_folder), 'gs://bucket/folder'),
+                                  ('archive', tar, 'gs://bucket/data.tar')):
+      a, b = run(os.environ, source, local), run(gcs.environment(), source, remote)
+      for key in ('view1', 'image', 'label'):
+        np.testing.assert_array_equal(a[key], b[key])
+      assert str(b['name']).startswith(remote)
