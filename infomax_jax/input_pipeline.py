@@ -248,6 +248,8 @@ class _Names:
     return len(self.reader)
 
   def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self.reader.name(k) for k in range(len(self.reader))[i]]
     return self.reader.name(i)
 
   def __iter__(self):
