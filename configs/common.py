@@ -70,6 +70,7 @@ def base_config(loss='corinfomax', architecture='r18'):
   config.max_skipped_batches = 0      # non-finite steps tolerated (skipped) before stopping
 
   config.probe = evaluation_config.probe_config()
+  config.online_eval = evaluation_config.online_eval_config()
   return config
 
 

@@ -112,7 +112,12 @@ def labelled_split(data_config, split):
     raise ValueError("data source 'synthetic' has no labels and no test split: evaluate with a "
                      'labelled source (--config=<file> or --config.data.source=...)')
   examples = input_pipeline.load_split(data_config, split)
-  where = f'split {split!r} of data source {data_config.source!r}'
+  require_labels(examples, f'split {split!r} of data source {data_config.source!r}')
+  return examples
+
+
+def require_labels(examples, where):
+  """A one-line error unless `examples` has at least two classes and labels in range."""
   if len(examples.class_names) < 2:
     raise ValueError(f'{where} has no labels: all {len(examples)} images are in one class '
                      f'{examples.class_names[0]!r}; evaluation needs a labelled data set')
@@ -120,7 +125,6 @@ def labelled_split(data_config, split):
   if labels.min() < 0 or labels.max() >= len(examples.class_names):
     raise ValueError(f'{where} has no labels (label {labels.min()} outside 0..'
                      f'{len(examples.class_names) - 1}); evaluation needs a labelled data set')
-  return examples
 
 
 def labelled_splits(data_config):

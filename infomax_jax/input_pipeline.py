@@ -644,8 +644,9 @@ def _host_batches(start_step, global_batch, process_index, process_count, local_
 
 
 def pretrain_dataset(examples, config, start_step=0, process_index=0, process_count=1,
-                     local_devices=None):
-  """Infinite stream of this host's batches {'view1', 'view2'}, float32 [b, s, s, 3] each."""
+                     local_devices=None, labels=False):
+  """Infinite stream of this host's batches {'view1', 'view2'}, float32 [b, s, s, 3] each, and
+  with `labels` the images' 'label' int32 [b] (the views do not depend on it)."""
   if local_devices is None:
     import jax  # pylint: disable=g-import-not-at-top
     local_devices = jax.local_device_count()
@@ -660,33 +661,35 @@ def pretrain_dataset(examples, config, start_step=0, process_index=0, process_co
     u = _draws(seed, PRETRAIN_STREAM, first, count, 2 * augment.VIEW_DRAWS)
     return tf.reshape(u, [count, 2, augment.VIEW_DRAWS])
 
-  def views(first, crops):  # crops [2b, 3, s, s]: both views of each image in turn
+  def views(first, crops, label):  # crops [2b, 3, s, s]: both views of each image in turn
     view1, view2 = augment.pretrain_views(crops, draws(first, per_host), data.normalization,
                                           settings)
-    return {'view1': view1, 'view2': view2}
+    return dict(view1=view1, view2=view2, **({'label': label} if labels else {}))
 
   if examples.images is not None:
-    gather = _gatherer(examples)
+    gather, all_labels = _gatherer(examples), tf.constant(examples.labels)
 
     def batch(first):
-      images = gather(shuffled_index(first + tf.range(per_host, dtype=tf.int64), n, seed))
+      index = shuffled_index(first + tf.range(per_host, dtype=tf.int64), n, seed)
       u = tf.reshape(draws(first, per_host), [2 * per_host, augment.VIEW_DRAWS])
-      return views(first, augment.random_resized_crop(tf.repeat(images, 2, axis=0), u, size,
-                                                      scale))
+      return views(first, augment.random_resized_crop(tf.repeat(gather(index), 2, axis=0), u,
+                                                      size, scale),
+                   tf.gather(all_labels, index))
 
     return firsts.map(batch, **parallel).prefetch(tf.data.AUTOTUNE)
 
   decode = _decoder(examples)
 
   def crops(k):
-    image, _ = decode(shuffled_index(k[None], n, seed)[0])
+    image, label = decode(shuffled_index(k[None], n, seed)[0])
     return tf.ensure_shape(augment.random_resized_crop(image, draws(k, 1)[0], size, scale),
-                           [2, 3, size, size])
+                           [2, 3, size, size]), label
 
   ds = firsts.flat_map(lambda first: tf.data.Dataset.range(first, first + per_host))
   ds = ds.map(crops, **parallel).batch(per_host, drop_remainder=True)
   ds = tf.data.Dataset.zip(firsts, ds).map(
-      lambda first, c: views(first, tf.reshape(c, [2 * per_host, 3, size, size])), **parallel)
+      lambda first, c: views(first, tf.reshape(c[0], [2 * per_host, 3, size, size]), c[1]),
+      **parallel)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 

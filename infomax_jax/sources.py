@@ -48,13 +48,14 @@ def load_train_split(data_config):
   return input_pipeline.load_split(data_config, data_config.train_split)
 
 
-def pretrain_batches(examples, config, start_step, process_index, process_count):
-  """({name: (per-host shape, dtype)}, iterator over this host's batches from `start_step`)."""
+def pretrain_batches(examples, config, start_step, process_index, process_count, labels=False):
+  """({name: (per-host shape, dtype)}, iterator over this host's batches from `start_step`);
+  with `labels`, each batch also carries the images' 'label' (the online classifier's)."""
   if isinstance(examples, SyntheticExamples):
     return _synthetic_batches(config, start_step, process_index, process_count)
   from infomax_jax import input_pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
   dataset = input_pipeline.pretrain_dataset(examples, config, start_step, process_index,
-                                            process_count)
+                                            process_count, labels=labels)
   shapes = {name: (tuple(spec.shape), spec.dtype.as_numpy_dtype)
             for name, spec in dataset.element_spec.items()}
   return shapes, input_pipeline.batches(dataset)

@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 
 from infomax_jax import losses
 from infomax_jax import models
+from infomax_jax import online_eval
 from infomax_jax import sources
 from infomax_jax import validation
 
@@ -38,6 +39,7 @@ class TrainState:
   opt_state: Any
   loss_state: Any
   target: Any  # {'params', 'batch_stats'} of the momentum encoder, or {} if the loss has none
+  online: Any = flax.struct.field(default_factory=dict)  # online classifier (online_eval.py) or {}
 
 
 def make_mesh(devices=None):
@@ -159,8 +161,10 @@ def target_variables(params, batch_stats):
   return {'params': without_predictor(params), 'batch_stats': without_predictor(batch_stats)}
 
 
-def create_train_state(config, model, tx, rng):
+def create_train_state(config, model, tx, rng, num_classes=0):
+  """The state at step 0; with `num_classes`, an online classifier over that many classes."""
   image = jnp.zeros((2, config.data.image_size, config.data.image_size, 3), jnp.float32)
+  rng, head_rng = jax.random.split(rng) if num_classes else (rng, None)
   variables = model.init(rng, image, train=False)
   params, batch_stats = variables['params'], variables.get('batch_stats', {})
   # flax creates BatchNorm running statistics in float32 whatever the parameter dtype; in float64
@@ -170,19 +174,24 @@ def create_train_state(config, model, tx, rng):
   loss_module = losses.get(config.loss.name)
   target = (target_variables(params, batch_stats)
             if losses.uses_target_network(config.loss) else {})
+  online = {}
+  if num_classes:
+    features = jax.eval_shape(lambda: model.apply(variables, image, train=False))[0]
+    online = online_eval.init(config.online_eval, num_classes, features.shape[-1], head_rng)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     opt_state=tx.init(params),
                     loss_state=loss_module.init_state(config.projector.dims[-1], config.loss),
-                    target=target)
+                    target=target, online=online)
 
 
 def train_step(state, batch, *, model, tx, config, num_steps):
-  """One optimisation step on the global batch {'view1', 'view2'}; returns (state, metrics)."""
+  """One optimisation step on the global batch {'view1', 'view2'[, 'label']}; returns (state,
+  metrics). With an online classifier (state.online), it trains on the batch's labels."""
   loss_module = losses.get(config.loss.name)
 
-  def forward(variables, images):
-    (_, z), updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
-    return z, updates['batch_stats']
+  def forward(variables, images, with_features=False):
+    (features, z), updates = model.apply(variables, images, train=True, mutable=['batch_stats'])
+    return ((features, z) if with_features else z), updates['batch_stats']
 
   def predict(variables, z):
     p, updates = model.apply(variables, z, train=True, method=model.predict,
@@ -190,10 +199,11 @@ def train_step(state, batch, *, model, tx, config, num_steps):
     return p, updates['batch_stats']
 
   def objective(params):
-    views, batch_stats = {}, state.batch_stats
+    views, features, batch_stats = {}, [], state.batch_stats
     for i in ('1', '2'):   # each view through encoder, projector [and predictor], as solo-learn
-      views['z' + i], batch_stats = forward({'params': params, 'batch_stats': batch_stats},
-                                            batch['view' + i])
+      (h, views['z' + i]), batch_stats = forward({'params': params, 'batch_stats': batch_stats},
+                                                 batch['view' + i], with_features=True)
+      features.append(h)
       if model.predictor is not None:
         views['p' + i], batch_stats = predict({'params': params, 'batch_stats': batch_stats},
                                               views['z' + i])
@@ -203,10 +213,15 @@ def train_step(state, batch, *, model, tx, config, num_steps):
       views['t2'], _ = forward(state.target, batch['view2'])
       views['t1'], views['t2'] = jax.lax.stop_gradient((views['t1'], views['t2']))
     loss, loss_state, metrics = loss_module.loss_fn(views, state.loss_state, config.loss)
-    return loss, (batch_stats, loss_state, metrics, z1, z2)
+    return loss, (batch_stats, loss_state, metrics, z1, z2, jnp.concatenate(features))
 
-  (loss, (batch_stats, loss_state, metrics, z1, z2)), grads = jax.value_and_grad(
+  (loss, (batch_stats, loss_state, metrics, z1, z2, features)), grads = jax.value_and_grad(
       objective, has_aux=True)(state.params)
+  online = state.online
+  if online:
+    online, online_metrics = online_eval.train_head(
+        online, features, jnp.concatenate([batch['label'], batch['label']]), config.online_eval)
+    metrics.update(online_metrics)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
 
@@ -229,7 +244,7 @@ def train_step(state, batch, *, model, tx, config, num_steps):
   # consumed, the step counter advances) and is reported through metrics['finite'].
   finite = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
   updated = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state,
-                          loss_state=loss_state, target=target)
+                          loss_state=loss_state, target=target, online=online)
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
   metrics['finite'] = finite
   return new_state.replace(step=state.step + 1), metrics
@@ -347,6 +362,22 @@ def _nonfinite_error(step, metrics):
                             f'checkpoint of it was saved, the last good checkpoint is kept')
 
 
+def online_evaluator(config, model, mesh, examples, say):
+  """The in-loop online_eval.Evaluator, or None when config.online_eval is off or the source has
+  no labels (said in one line); a split without labels or no test split is a one-line error."""
+  online = config.get('online_eval')
+  if not online or not online.enabled:
+    return None
+  if isinstance(examples, sources.SyntheticExamples):
+    say("online evaluation off: data source 'synthetic' has no labels")
+    return None
+  from infomax_jax import evaluation  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  evaluation.require_labels(examples, f'split {config.data.train_split!r} of data source '
+                                      f'{config.data.source!r}')
+  test_examples = evaluation.labelled_split(config.data, config.data.test_split)
+  return online_eval.Evaluator(config, model, mesh, examples, test_examples)
+
+
 def train_and_evaluate(config, workdir):
   """Pretrains per `config`, checkpointing into `workdir`; resumes from its latest checkpoint."""
   validation.validate_config(config)
@@ -359,7 +390,10 @@ def train_and_evaluate(config, workdir):
   mesh = make_mesh()
   model = models.build_model(config)
   tx = make_optimizer(config, len(examples))
-  state = jax.jit(functools.partial(create_train_state, config, model, tx),
+  evaluator = online_evaluator(config, model, mesh, examples, say)
+  num_classes = evaluator.num_classes if evaluator else 0
+  state = jax.jit(functools.partial(create_train_state, config, model, tx,
+                                    num_classes=num_classes),
                   out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))(
                       jax.random.key(config.seed))
   manager = checkpoint_manager(workdir, config)
@@ -378,7 +412,7 @@ def train_and_evaluate(config, workdir):
 
   batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
   shapes, batches = sources.pretrain_batches(examples, config, start, jax.process_index(),
-                                             jax.process_count())
+                                             jax.process_count(), labels=bool(evaluator))
   global_batch_spec = {
       name: jax.ShapeDtypeStruct((config.batch_size, *shape[1:]), dtype, sharding=batch_sharding)
       for name, (shape, dtype) in shapes.items()}
@@ -393,6 +427,9 @@ def train_and_evaluate(config, workdir):
     multihost_utils.sync_global_devices('train step compiled')
   schedule = learning_rate_schedule(config, len(examples))
   every = config.diagnostics_every_steps or config.log_every_steps
+  evaluate_every = (config.online_eval.every_steps or steps_per_epoch(config, len(examples))
+                    if evaluator else 0)
+  latest_online = ''
   skipped = 0
 
   def guard(step, metrics):
@@ -422,6 +459,17 @@ def train_and_evaluate(config, workdir):
       if logs or saves:
         guard(*unchecked)
         unchecked = None
+      if evaluator and (step % evaluate_every == 0 or step == num_steps):
+        if unchecked is not None:
+          guard(*unchecked)
+          unchecked = None
+        started = time.perf_counter()
+        online = evaluator(state)
+        online['online/eval_seconds'] = time.perf_counter() - started
+        writer.write_scalars(step, online)
+        latest_online = (f'  online linear {online["online/linear_top1"]:.1f} % kNN '
+                         f'{online[f"online/knn_k{min(config.online_eval.knn_k)}_top1"]:.1f} %')
+        timer += time.perf_counter() - started   # the img/s of the steps leave the evaluation out
       if logs:
         metrics = jax.device_get(metrics)
         elapsed = time.perf_counter() - timer
@@ -436,7 +484,8 @@ def train_and_evaluate(config, workdir):
         eta = (num_steps - step) * elapsed / (step - timer_step)
         if is_main:
           print(f'step {step}/{num_steps}  loss {float(metrics["loss"]):.4f}  '
-                f'{images_per_second:.0f} img/s  ETA {eta / 60:.1f} min', flush=True)
+                f'{images_per_second:.0f} img/s  ETA {eta / 60:.1f} min{latest_online}',
+                flush=True)
         timer_step, timer = step, time.perf_counter()
       if saves:
         save_state(manager, state)

@@ -1,0 +1,129 @@
+"""Online evaluation during pretraining (`config.online_eval`; docs/evaluation.md).
+
+The online linear classifier (solo-learn's): a linear head on the stop-gradient encoder features
+of both training views, trained inside the jitted train step by its own optimizer on the labels
+of the pretraining stream; its parameters and optimizer state are `TrainState.online`, saved and
+resumed with the rest. No gradient from it reaches the encoder or the projector.
+
+`Evaluator` runs every `every_steps`: the head's top-1/top-5 on the test split and weighted kNN
+(the probe job's protocol) of the current encoder against a bank of test-transformed train
+images. Every host extracts the features of its own contiguous shard of each split; one jitted
+call per batch returns them replicated, so every host computes the same numbers.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from infomax_jax import models
+
+PREFIX = 'online/'
+
+
+def head(num_classes):
+  """The classifier: nn.Linear's default initialisation, as solo-learn's."""
+  return nn.Dense(num_classes, kernel_init=models.pytorch_default_init,
+                  bias_init=lambda key, shape, dtype=jnp.float32: jnp.zeros(shape, dtype))
+
+
+def optimizer(online_config):
+  """SGD with momentum and no weight decay, constant lr (solo-learn's classifier_lr 0.1)."""
+  return optax.sgd(online_config.lr, online_config.momentum)
+
+
+def init(online_config, num_classes, feature_dim, rng):
+  """TrainState.online: {'params', 'opt_state'} of a fresh head."""
+  params = head(num_classes).init(rng, jnp.zeros((1, feature_dim), jnp.float32))['params']
+  return {'params': params, 'opt_state': optimizer(online_config).init(params)}
+
+
+def train_head(online, features, labels, online_config):
+  """One SGD step of the head on stop-gradient features [2b, d] of both views and their labels
+  [2b]; returns (online, metrics)."""
+  features = jax.lax.stop_gradient(features.astype(jnp.float32))
+  num_classes = online['params']['bias'].shape[0]
+
+  def loss_fn(params):
+    logits = head(num_classes).apply({'params': params}, features)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(online['params'])
+  updates, opt_state = optimizer(online_config).update(grads, online['opt_state'],
+                                                       online['params'])
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == labels) * 100
+  return ({'params': optax.apply_updates(online['params'], updates), 'opt_state': opt_state},
+          {PREFIX + 'train_loss': loss, PREFIX + 'train_top1': accuracy})
+
+
+def host_shard(examples, process_index, process_count):
+  """(this host's contiguous shard of `examples`, validity mask): every host gets ceil(n / P)
+  positions, those past the end repeat the last example and are masked out."""
+  n = len(examples)
+  size = -(-n // process_count)
+  positions = process_index * size + np.arange(size)
+  return examples.subset(np.minimum(positions, n - 1)), positions < n
+
+
+class Evaluator:
+  """evaluate(state) → {'online/...': value} on the test split and a train-split kNN bank."""
+
+  def __init__(self, config, model, mesh, train_examples, test_examples):
+    from infomax_jax import evaluation  # pylint: disable=g-import-not-at-top  (TensorFlow)
+    from infomax_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    from infomax_jax import knn  # pylint: disable=g-import-not-at-top
+    self._evaluation, self._input_pipeline, self._knn = evaluation, input_pipeline, knn
+    self.config, self.online = config, config.online_eval
+    self.num_classes = len(train_examples.class_names)
+    bank = train_examples
+    if 0 < self.online.bank_size < len(train_examples):
+      picks = np.random.default_rng(config.seed).choice(len(train_examples),
+                                                        self.online.bank_size, replace=False)
+      bank = train_examples.subset(np.sort(picks))
+    hosts, host = jax.process_count(), jax.process_index()
+    self.splits = {'test': host_shard(test_examples, host, hosts),
+                   'bank': host_shard(bank, host, hosts)}
+    local = jax.local_device_count()
+    self.local_batch = -(-self.online.batch_size // (hosts * local)) * local
+    sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    self._sharded = sharded
+    self._features = jax.jit(
+        lambda variables, batch: (
+            model.apply(variables, batch['image'], train=False)[0].astype(jnp.float32),
+            batch['label'], batch['mask']),
+        out_shardings=replicated)
+
+  def _extract(self, variables, split):
+    examples, valid = self.splits[split]
+    dataset = self._input_pipeline.probe_dataset(examples, self.config.data, self.local_batch,
+                                                 train=False)
+    features, labels = [], []
+    for i, batch in enumerate(self._input_pipeline.batches(dataset)):
+      positions = i * self.local_batch + np.arange(self.local_batch)
+      batch['mask'] = batch['mask'] & valid[np.minimum(positions, len(valid) - 1)]
+      f, y, mask = jax.device_get(self._features(variables, jax.tree.map(
+          lambda x: jax.make_array_from_process_local_data(self._sharded, np.asarray(x)),
+          batch)))
+      features.append(f[mask])
+      labels.append(y[mask])
+    return np.concatenate(features), np.concatenate(labels)
+
+  def __call__(self, state):
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    test_x, test_y = self._extract(variables, 'test')
+    bank_x, bank_y = self._extract(variables, 'bank')
+    params = jax.device_get(state.online['params'])
+    logits = test_x @ np.asarray(params['kernel']) + np.asarray(params['bias'])
+    results = {f'{PREFIX}linear_{k}': v
+               for k, v in self._evaluation.topk_accuracy(logits, test_y).items()}
+    ks = tuple(self.online.knn_k)
+    similarities, indices = self._knn.neighbours(bank_x, test_x, max(ks),
+                                                 self.config.probe.knn.chunk_size)
+    for k in ks:
+      scores = self._knn.class_scores(similarities, indices, bank_y, self.num_classes, k,
+                                      self.online.temperature)
+      results.update({f'{PREFIX}knn_k{k}_{name}': v for name, v in
+                      self._evaluation.topk_accuracy(scores, test_y).items()})
+    return results
