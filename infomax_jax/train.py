@@ -164,8 +164,7 @@ def target_variables(params, batch_stats):
 def create_train_state(config, model, tx, rng, num_classes=0):
   """The state at step 0; with `num_classes`, an online classifier over that many classes."""
   image = jnp.zeros((2, config.data.image_size, config.data.image_size, 3), jnp.float32)
-  rng, head_rng = jax.random.split(rng) if num_classes else (rng, None)
-  variables = model.init(rng, image, train=False)
+  variables = model.init(rng, image, train=False)   # the same network with or without the head
   params, batch_stats = variables['params'], variables.get('batch_stats', {})
   # flax creates BatchNorm running statistics in float32 whatever the parameter dtype; in float64
   # they would turn float64 after the first update and change the step's argument types.
@@ -177,7 +176,8 @@ def create_train_state(config, model, tx, rng, num_classes=0):
   online = {}
   if num_classes:
     features = jax.eval_shape(lambda: model.apply(variables, image, train=False))[0]
-    online = online_eval.init(config.online_eval, num_classes, features.shape[-1], head_rng)
+    online = online_eval.init(config.online_eval, num_classes, features.shape[-1],
+                              jax.random.fold_in(rng, 1))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     opt_state=tx.init(params),
                     loss_state=loss_module.init_state(config.projector.dims[-1], config.loss),

@@ -193,7 +193,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
   assert manager.all_steps() == [2, 4]
   shutil.rmtree(os.path.join(workdir, 'checkpoints', '4'))   # as if killed after step 2
   resumed = jax.device_get(train.train_and_evaluate(config, workdir))
-  assert int(resumed.step) == 4
+  assert int(resumed.step) == 4 and resumed.online['params']   # the online head included
   for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
 
