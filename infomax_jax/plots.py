@@ -10,6 +10,9 @@
                    log scale, one line per workdir — Fig. 5.3
   tsne.png         2-D t-SNE of encoder features of test images (class-balanced, at most
                    tsne.points), coloured by class, one panel per workdir — Fig. 5.4
+  online.png       training LDMI (left axis) and the online evaluation's test top-1 (right axis:
+                   linear head and kNN) against epoch, one colour per workdir — Fig. 5.1 from the
+                   training job alone (config.online_eval)
 
 Several workdirs (e.g. one per method) are overlaid in one figure. The checkpoint is the latest
 unless --step. The probe job writes these figures into its workdir.
@@ -37,7 +40,8 @@ from infomax_jax import train
 from infomax_jax import tsne
 
 FLAGS = flags.FLAGS
-FILES = ('training.png', 'eigenvalues.png', 'tsne.png')
+FILES = ('training.png', 'eigenvalues.png', 'tsne.png', 'online.png')
+ONLINE_TAGS = ('online/epoch', 'online/linear_top1', 'online/knn_k20_top1')
 EIGENVALUE_FLOOR = 1e-12   # eigenvalues at or below it (zero within precision) are drawn at it
 
 
@@ -130,6 +134,36 @@ def plot_training(runs, path):
   _save(fig, path)
 
 
+def plot_online(runs, path):
+  """Thesis Fig. 5.1 from the training job: LDMI and online test accuracy against epoch."""
+  fig, left = plt.subplots(figsize=(9, 4.5))
+  right = left.twinx()
+  for i, run in enumerate(runs):
+    scalars, colour = run['scalars'], f'C{i}'
+    if 'online/epoch' not in scalars:
+      continue
+    steps, epochs = scalars['online/epoch']
+    epochs_per_step = epochs[-1] / steps[-1]
+    if 'ldmi' in scalars:
+      left.plot(scalars['ldmi'][0] * epochs_per_step, scalars['ldmi'][1], color=colour,
+                label=f'{run["label"]}: LDMI')
+    for tag, style, name in (('online/linear_top1', '--o', 'online linear'),
+                             ('online/knn_k20_top1', ':s', 'online kNN k=20')):
+      if tag in scalars:
+        right.plot(scalars[tag][0] * epochs_per_step, scalars[tag][1], style, color=colour,
+                   markersize=4, label=f'{run["label"]}: {name}')
+  if not right.lines:
+    _empty(left, 'no online evaluation (config.online_eval) in these runs')
+  left.set(title='training LDMI and online test accuracy', xlabel='epoch',
+           ylabel='LDMI (solid)')
+  right.set(ylabel='test top-1 % (dashed: linear head, dotted: kNN k=20)')
+  handles = [h for ax in (left, right) for h in ax.get_legend_handles_labels()[0]]
+  if handles:
+    left.legend(handles=handles, fontsize=8, loc='lower right')
+  left.grid(alpha=0.3)
+  _save(fig, path)
+
+
 def plot_eigenvalues(runs, path):
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for run in runs:
@@ -181,7 +215,8 @@ def write_plots(checked, out, tsne_config):
     fraction = min(1.0, tsne_config.points / len(labels))
     chosen = evaluation.balanced_subset(labels, fraction, tsne_config.seed)[:tsne_config.points]
     runs.append(dict(
-        label=_label(workdir, config), step=at, scalars=read_scalars(workdir),
+        label=_label(workdir, config), step=at,
+        scalars=read_scalars(workdir, ('loss', 'ldmi') + ONLINE_TAGS),
         curves=accuracy_curves(evaluation.load_report(workdir)),
         eigenvalues=covariance_eigenvalues(z),
         class_names=examples.class_names, tsne_labels=labels[chosen],
@@ -191,7 +226,7 @@ def write_plots(checked, out, tsne_config):
   paths = [str(out / name) for name in FILES]
   if jax.process_index() == 0:
     out.mkdir(parents=True, exist_ok=True)
-    for plot, path in zip((plot_training, plot_eigenvalues, plot_tsne), paths):
+    for plot, path in zip((plot_training, plot_eigenvalues, plot_tsne, plot_online), paths):
       plot(runs, path)
   return paths
 

@@ -466,6 +466,7 @@ def train_and_evaluate(config, workdir):
         started = time.perf_counter()
         online = evaluator(state)
         online['online/eval_seconds'] = time.perf_counter() - started
+        online['online/epoch'] = step / steps_per_epoch(config, len(examples))
         writer.write_scalars(step, online)
         latest_online = (f'  online linear {online["online/linear_top1"]:.1f} % kNN '
                          f'{online[f"online/knn_k{min(config.online_eval.knn_k)}_top1"]:.1f} %')

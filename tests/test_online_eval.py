@@ -121,4 +121,10 @@ def test_evaluator_reports_in_the_progress_line_and_tensorboard(tmp_path, capsys
   events = event_accumulator.EventAccumulator(str(tmp_path)).Reload()
   tags = set(events.Tags()['tensors']) | set(events.Tags()['scalars'])
   assert {'online/linear_top1', 'online/knn_k20_top1', 'online/eval_seconds',
-          'online/train_top1'} <= tags
+          'online/train_top1', 'online/epoch'} <= tags
+  # Fig. 5.1 from the run: LDMI and online accuracy against epoch
+  from infomax_jax import plots  # pylint: disable=g-import-not-at-top
+  scalars = plots.read_scalars(str(tmp_path), ('ldmi',) + plots.ONLINE_TAGS)
+  np.testing.assert_allclose(scalars['online/epoch'][1], [2 / 625, 4 / 625])   # 10,000 / 16
+  plots.plot_online([{'label': 'run', 'scalars': scalars}], str(tmp_path / 'online.png'))
+  assert (tmp_path / 'online.png').stat().st_size > 10_000
