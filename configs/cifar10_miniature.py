@@ -21,6 +21,7 @@ def get_config(arg=None):
   config.optimizer.warmup_steps = 50
   config.checkpoint_every_steps = 125
   config.log_every_steps = 25
+  config.online_eval.every_steps = 125
   if 'queue_size' in config.loss:   # MoCo: the full 50,000 images take solo-learn's queue
     config.loss.queue_size = 32768
   return config

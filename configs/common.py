@@ -76,9 +76,10 @@ def base_config(loss='corinfomax', architecture='r18'):
 
 def thesis_config(loss, architecture, *, data, image_size, normalization, cifar_stem,
                   projector_dims, epochs, batch_size, peak_lr, min_lr, alpha, lam,
-                  hidden_batchnorm=None):
+                  hidden_batchnorm=None, online_every_epochs=10.0, online_bank_size=10_000):
   """A thesis experiment: one row of TRAINING.md's optimisation table (thesis §5.2.5, App. B.2).
 
+  `online_every_epochs`/`online_bank_size`: the online evaluation's schedule and kNN bank.
   `alpha`/`lam` are CorInfoMax's; the other losses keep their papers' defaults
   (`losses.default_config`), with the data set's encoder, projector, batch and schedule.
   `peak_lr`/`min_lr` are the thesis SGD's, with the learning rate moved once per epoch as the
@@ -96,6 +97,8 @@ def thesis_config(loss, architecture, *, data, image_size, normalization, cifar_
     config.projector.hidden_batchnorm = hidden_batchnorm
   config.num_epochs = epochs
   config.batch_size = batch_size
+  config.online_eval.every_epochs = online_every_epochs
+  config.online_eval.bank_size = online_bank_size
   if not hasattr(losses.get(loss), 'OPTIMIZER'):   # those keep their own recipe's optimizer
     config.optimizer.peak_lr = peak_lr
     config.optimizer.min_lr = min_lr

@@ -19,6 +19,7 @@ def get_config(arg=None):
   config.optimizer.lr_schedule_per = 'step'   # 7.7 epochs: per-epoch steps would be too coarse
   config.checkpoint_every_steps = 100
   config.log_every_steps = 20
+  config.online_eval.every_steps = 100   # 3 evaluations; bank: every sample train image
   if 'queue_size' in config.loss:
     # MoCo: solo-learn's queue holds 32,768 keys of CIFAR-10's 50,000 images (65 %); of the
     # 10,000-image sample it would hold every image ~3 times, i.e. earlier keys of each query's own

@@ -24,4 +24,4 @@ def get_config(arg=None):
       data=dict(source='folder', train_split='train', test_split='val', cache_decoded='never'),
       image_size=224, normalization='imagenet', cifar_stem=False,
       projector_dims=(4096, 4096, 128), epochs=EPOCHS[architecture], batch_size=1024,
-      peak_lr=1.0, min_lr=0.005, alpha=500.0, lam=0.1)
+      peak_lr=1.0, min_lr=0.005, alpha=500.0, lam=0.1, online_every_epochs=5.0)

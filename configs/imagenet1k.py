@@ -22,6 +22,7 @@ def get_config(arg=None):
                 cache_decoded='never'),
       image_size=224, normalization='imagenet', cifar_stem=False,
       projector_dims=(8192, 8192, 512), epochs=100, batch_size=1536, peak_lr=0.2, min_lr=1e-6,
-      alpha=2000.0, lam=0.1, hidden_batchnorm=True)
+      alpha=2000.0, lam=0.1, hidden_batchnorm=True, online_every_epochs=1.0,
+      online_bank_size=50_000)
   config.probe.schedule = 'step'
   return config

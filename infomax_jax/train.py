@@ -427,8 +427,8 @@ def train_and_evaluate(config, workdir):
     multihost_utils.sync_global_devices('train step compiled')
   schedule = learning_rate_schedule(config, len(examples))
   every = config.diagnostics_every_steps or config.log_every_steps
-  evaluate_every = (config.online_eval.every_steps or steps_per_epoch(config, len(examples))
-                    if evaluator else 0)
+  evaluate_every = evaluator and (config.online_eval.every_steps or max(1, round(
+      config.online_eval.every_epochs * steps_per_epoch(config, len(examples)))))
   latest_online = ''
   skipped = 0
 

@@ -41,6 +41,15 @@ def validate_config(config):
            f'{", ".join(sources.NORMALIZATION)}')
   _require(data_config.image_size > 0,
            f'data.image_size={data_config.image_size} must be positive')
+  _require(data_config.get('cache_decoded', 'auto') in ('auto', 'always', 'never', True, False),
+           f"data.cache_decoded={data_config.cache_decoded!r}: choose auto, always or never")
+  online = config.get('online_eval')
+  if online and online.enabled:
+    _require(online.lr > 0 and online.every_steps >= 0 and online.every_epochs > 0,
+             'online_eval needs lr > 0, every_steps >= 0 and every_epochs > 0')
+    _require(online.bank_size == 0 or online.bank_size >= max(online.knn_k),
+             f'online_eval.bank_size={online.bank_size} is smaller than the largest k '
+             f'{max(online.knn_k)}')
   _require(config.get('compute_dtype', 'float32') in models.COMPUTE_DTYPES,
            f'unknown compute_dtype {config.get("compute_dtype")!r}; choose from '
            f'{", ".join(models.COMPUTE_DTYPES)}')
