@@ -5,9 +5,7 @@ Everything here that can fail does so before the jobs write anything, with one l
 problem: no config.json, no checkpoint, a checkpoint that does not match the config, a split
 without labels.
 """
-import dataclasses
 import json
-import os
 
 import jax
 import jax.numpy as jnp

@@ -54,7 +54,6 @@ from infomax_jax import sources
 
 SAMPLE_ARCHIVE = os.path.join(os.path.dirname(__file__), 'data', 'cifar10_sample.tar.gz')
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
-CACHE_DECODED = ('auto', 'always', 'never')
 PRETRAIN_STREAM, PROBE_STREAM = 0, 1
 _TAIL_BYTES = 4096   # where the structural check looks for a JPEG/PNG end marker
 _UNREADABLE = 'IMAGE_UNREADABLE'   # marks the in-graph check's error, which carries the name
@@ -281,7 +280,7 @@ class Examples:
 
 
 def _group_by_class(items, what):
-  """items: (class name, key, payload) → (labels, class names, items) sorted by class, then key."""
+  """items (class name, key, payload) → (labels, class names, items), sorted by class, key."""
   if not items:
     raise ValueError(f'no images found in {what}')
   class_names = sorted({c for c, _, _ in items})
@@ -397,7 +396,8 @@ def _read_tfds(data_config, split):
     title = f'TFDS {name} {split}'
     skip = {'image': tfds.decode.SkipDecoding()}
     try:
-      return TfdsReader(builder.as_data_source(split=split, decoders=skip), title), class_names, None
+      source = builder.as_data_source(split=split, decoders=skip)
+      return TfdsReader(source, title), class_names, None
     except NotImplementedError:   # prepared in a format without random access (TFRecord)
       dataset = builder.as_dataset(split=split, decoders=skip).map(
           lambda example: (example['image'], example['label']))
@@ -557,9 +557,9 @@ def load_split(data_config, split):
   cache_decoded = data_config.cache_decoded
   if isinstance(cache_decoded, bool):   # the workdir config of an earlier version
     cache_decoded = 'always' if cache_decoded else 'never'
-  if cache_decoded not in CACHE_DECODED:
-    raise ValueError(f'config.data.cache_decoded must be one of {", ".join(CACHE_DECODED)}, not '
-                     f'{cache_decoded!r}')
+  if cache_decoded not in sources.CACHE_DECODED:
+    raise ValueError('config.data.cache_decoded must be one of '
+                     f'{", ".join(sources.CACHE_DECODED)}, not {cache_decoded!r}')
   data_config = ml_collections.ConfigDict({**sources.STREAMING_DEFAULTS, **data_config,
                                            'cache_decoded': cache_decoded})
   cache_dir = data_config.cache_dir

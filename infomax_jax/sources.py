@@ -16,6 +16,7 @@ import numpy as np
 
 TF_SOURCES = ('sample', 'archive', 'folder', 'tfds')
 SOURCES = TF_SOURCES + ('synthetic',)
+CACHE_DECODED = ('auto', 'always', 'never')
 # How a split is held (input_pipeline.py): decoded in memory when it fits, else streamed. A
 # workdir config of an earlier version lacks these and gets them.
 STREAMING_DEFAULTS = dict(

@@ -41,8 +41,9 @@ def validate_config(config):
            f'{", ".join(sources.NORMALIZATION)}')
   _require(data_config.image_size > 0,
            f'data.image_size={data_config.image_size} must be positive')
-  _require(data_config.get('cache_decoded', 'auto') in ('auto', 'always', 'never', True, False),
-           f"data.cache_decoded={data_config.cache_decoded!r}: choose auto, always or never")
+  _require(data_config.get('cache_decoded', 'auto') in sources.CACHE_DECODED + (True, False),
+           f'config.data.cache_decoded must be one of {", ".join(sources.CACHE_DECODED)}, not '
+           f'{data_config.get("cache_decoded")!r}')
   online = config.get('online_eval')
   if online and online.enabled:
     _require(online.lr > 0 and online.every_steps >= 0 and online.every_epochs > 0,

@@ -262,7 +262,8 @@ def test_show_augmentations_grid_from_a_folder(tmp_path):
   from infomax_jax import show_augmentations  # pylint: disable=g-import-not-at-top
   root = _folder(tmp_path, 6, {'cat/big.jpg': _jpeg((50, 40))})
   os.rename(os.path.join(root, 'test'), os.path.join(root, 'train'))
-  config = tiny_config(**{'data.source': 'folder', 'data.path': root, 'data.cache_decoded': 'never'})
+  config = tiny_config(**{'data.source': 'folder', 'data.path': root,
+                          'data.cache_decoded': 'never'})
   grid = show_augmentations.augmentation_grid(config, rows=3, cell=20)
   assert grid.size == (3 * 20 + 2 * show_augmentations.GAP, 3 * 20 + 2 * show_augmentations.GAP)
   pixels = np.asarray(grid)
