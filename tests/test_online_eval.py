@@ -40,6 +40,7 @@ def _batches(config, examples, steps, mesh):
   return [train.global_batch(b, sharded) for b in dataset.take(steps).as_numpy_iterator()]
 
 
+@pytest.mark.slow   # two tiny runs of two steps, ~30 s
 def test_online_head_does_not_reach_the_encoder(sample):
   """Two steps with and without the head: every parameter, BatchNorm statistic and loss state
   is the same bit for bit."""
@@ -75,6 +76,7 @@ def test_online_head_learns_a_linearly_separable_set():
   assert np.mean(np.argmax(logits, 1) == y) >= 0.995 and float(metrics['online/train_top1']) > 98
 
 
+@pytest.mark.slow   # two meshes, each compiling the step and the evaluation, ~60 s
 def test_one_and_eight_devices_give_the_same_online_metrics(sample):
   """The head's training metrics after 2 steps and the in-loop evaluation of that state.
 
@@ -106,14 +108,15 @@ def test_host_shards_cover_each_split_once(sample):
 
 
 def test_synthetic_source_trains_without_online_evaluation(tmp_path, capsys):
-  config = tiny_config(**{'data.source': 'synthetic', 'total_steps': 2})
+  config = tiny_config(**{'data.source': 'synthetic', 'total_steps': 2,
+                          'online_eval.enabled': True})
   state = train.train_and_evaluate(config, str(tmp_path))
   assert not state.online
   assert "online evaluation off: data source 'synthetic' has no labels" in capsys.readouterr().out
 
 
 def test_evaluator_reports_in_the_progress_line_and_tensorboard(tmp_path, capsys):
-  config = tiny_config(**{'online_eval.every_steps': 2})
+  config = tiny_config(**{'online_eval.enabled': True, 'online_eval.every_steps': 2})
   train.train_and_evaluate(config, str(tmp_path))
   lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith('step ')]
   assert len(lines) == 2 and all(' online linear ' in l and ' kNN ' in l for l in lines)

@@ -126,7 +126,8 @@ def test_nonfinite_batch_is_skipped_when_allowed(tmp_path, monkeypatch, bad_step
 
 TINY_FLAGS = ('--config.model.width=0.125', '--config.projector.dims=(32,16)',
               '--config.data.image_size=16', '--config.batch_size=16',
-              '--config.optimizer.warmup_steps=1', '--config.log_every_steps=1')
+              '--config.optimizer.warmup_steps=1', '--config.log_every_steps=1',
+              '--config.online_eval.enabled=False')   # tests/test_online_eval.py covers it
 
 
 def _start(workdir, *overrides):

@@ -186,7 +186,7 @@ def test_per_epoch_schedule_is_the_official_schedulers():
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):
-  config = tiny_config()
+  config = tiny_config(**{'online_eval.enabled': True})   # the online head resumes too
   workdir = str(tmp_path)
   final = jax.device_get(train.train_and_evaluate(config, workdir))
   manager = train.checkpoint_manager(workdir, config)

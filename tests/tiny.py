@@ -17,6 +17,7 @@ def tiny_config(loss='corinfomax', **overrides):
   config.checkpoint_every_steps = 2
   config.probe.epochs = 2
   config.probe.feature_batch_size = 400
+  config.online_eval.enabled = False   # on where a test exercises it (tests/test_online_eval.py)
   config.online_eval.bank_size = 256
   if loss == 'mocov2':
     config.loss.queue_size = 64
