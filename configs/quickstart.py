@@ -9,5 +9,5 @@ from configs import demo
 def get_config(arg=None):
   config = demo.get_config(arg)
   config.batch_size = 128
-  config.online_eval.every_steps = 150   # two online evaluations (~20 s each on that CPU)
+  config.online_eval.every_steps = 150   # two online evaluations, to stay in the time budget
   return config
