@@ -418,7 +418,12 @@ def _read_tfds(data_config, split):
   index = DecodedOnly(np.zeros(size, np.int32), title)
   images, labels = _decode_all(index, dataset.enumerate().map(
       lambda i, example: (example[0], example[1], index.tf_name(i))))
-  index.labels = labels.astype(np.int32)
+  if images is None:
+    raise _tfds_error(name, split, f'its images differ in size and it is prepared as '
+                      f'{builder.info.file_format.value}, which streams only as ArrayRecord: '
+                      f'convert it with `tfds convert_format --dataset_version_dir='
+                      f'{builder.data_dir} --out_file_format=array_record` (docs/data.md)')
+  index.labels = labels
   return index, class_names, images
 
 
@@ -472,13 +477,12 @@ def batches(dataset):
   names it."""
   try:
     yield from dataset.as_numpy_iterator()
-  except tf.errors.InvalidArgumentError as e:
+  except tf.errors.OpError as e:   # decoding, a missing file, a failed read
     found = re.search(rf'\[{_UNREADABLE}\] \[(.*)\]', e.message)
     if found:
       raise ValueError(f'corrupt or unreadable image: {found[1]}') from None
-    raise ValueError('cannot decode an image: '
-                     f'{e.message.split("transformation with iterator: ")[-1].splitlines()[0]}'
-                     ) from None
+    reason = e.message.split('transformation with iterator: ')[-1].strip().splitlines()[0]
+    raise ValueError(f'cannot read or decode an image: {reason}') from None
 
 
 def _decoded_shapes(encoded):
@@ -486,8 +490,9 @@ def _decoded_shapes(encoded):
   shapes = []
   for data, name in encoded:
     try:
-      shapes.append(tuple(tf.io.extract_jpeg_shape(data).numpy()[:2]) if tf.io.is_jpeg(data)
-                    else _decode(data, name).shape[:2])
+      shape = (tf.io.extract_jpeg_shape(data).numpy() if tf.io.is_jpeg(data)
+               else _decode(data, name).shape)
+      shapes.append((int(shape[0]), int(shape[1])))   # Python ints: n·h·w·3 must not wrap
     except tf.errors.InvalidArgumentError:
       raise ValueError(f'corrupt or unreadable image: {name}') from None
   return shapes

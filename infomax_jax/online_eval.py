@@ -61,6 +61,8 @@ def host_shard(examples, process_index, process_count):
   """(this host's contiguous shard of `examples`, validity mask): every host gets ceil(n / P)
   positions, those past the end repeat the last example and are masked out."""
   n = len(examples)
+  if process_count == 1:   # the split itself: a cached split is not copied
+    return examples, np.ones(n, bool)
   size = -(-n // process_count)
   positions = process_index * size + np.arange(size)
   return examples.subset(np.minimum(positions, n - 1)), positions < n
@@ -81,6 +83,9 @@ class Evaluator:
       picks = np.random.default_rng(config.seed).choice(len(train_examples),
                                                         self.online.bank_size, replace=False)
       bank = train_examples.subset(np.sort(picks))
+    if len(bank) < max(self.online.knn_k):
+      raise ValueError(f'online_eval: kNN with k={max(self.online.knn_k)} needs at least that '
+                       f'many bank images, the train split has {len(bank)}')
     hosts, host = jax.process_count(), jax.process_index()
     self.splits = {'test': host_shard(test_examples, host, hosts),
                    'bank': host_shard(bank, host, hosts)}

@@ -41,20 +41,21 @@ from infomax_jax import tsne
 
 FLAGS = flags.FLAGS
 FILES = ('training.png', 'eigenvalues.png', 'tsne.png', 'online.png')
-ONLINE_TAGS = ('online/epoch', 'online/linear_top1', 'online/knn_k20_top1')
 EIGENVALUE_FLOOR = 1e-12   # eigenvalues at or below it (zero within precision) are drawn at it
 
 
-def read_scalars(workdir, tags=('loss', 'ldmi')):
-  """{tag: (steps, values)} of the TensorBoard scalars in `workdir` (last write of a step wins)."""
+def read_scalars(workdir, tags=('loss', 'ldmi'), prefixes=()):
+  """{tag: (steps, values)} of the TensorBoard scalars `tags` and those starting with one of
+  `prefixes` in `workdir` (last write of a step wins)."""
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
   from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
   events = event_accumulator.EventAccumulator(workdir,
                                               size_guidance={event_accumulator.TENSORS: 0})
   events.Reload()
   scalars = {}
-  for tag in tags:
-    if tag in events.Tags()['tensors']:
+  stored = events.Tags()['tensors']
+  for tag in list(tags) + [t for t in stored if prefixes and t.startswith(tuple(prefixes))]:
+    if tag in stored:
       values = {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
                 for e in events.Tensors(tag)}
       steps = sorted(values)
@@ -147,8 +148,11 @@ def plot_online(runs, path):
     if 'ldmi' in scalars:
       left.plot(scalars['ldmi'][0] * epochs_per_step, scalars['ldmi'][1], color=colour,
                 label=f'{run["label"]}: LDMI')
-    for tag, style, name in (('online/linear_top1', '--o', 'online linear'),
-                             ('online/knn_k20_top1', ':s', 'online kNN k=20')):
+    knn = sorted((int(t.split('_k')[1].split('_')[0]), t) for t in scalars
+                 if t.startswith('online/knn_k') and t.endswith('_top1'))
+    lines = [('online/linear_top1', '--o', 'online linear')]
+    lines += [(knn[0][1], ':s', f'online kNN k={knn[0][0]}')] if knn else []
+    for tag, style, name in lines:
       if tag in scalars:
         right.plot(scalars[tag][0] * epochs_per_step, scalars[tag][1], style, color=colour,
                    markersize=4, label=f'{run["label"]}: {name}')
@@ -156,7 +160,7 @@ def plot_online(runs, path):
     _empty(left, 'no online evaluation (config.online_eval) in these runs')
   left.set(title='training LDMI and online test accuracy', xlabel='epoch',
            ylabel='LDMI (solid)')
-  right.set(ylabel='test top-1 % (dashed: linear head, dotted: kNN k=20)')
+  right.set(ylabel='test top-1 % (dashed: linear head, dotted: kNN)')
   handles = [h for ax in (left, right) for h in ax.get_legend_handles_labels()[0]]
   if handles:
     left.legend(handles=handles, fontsize=8, loc='lower right')
@@ -216,7 +220,7 @@ def write_plots(checked, out, tsne_config):
     chosen = evaluation.balanced_subset(labels, fraction, tsne_config.seed)[:tsne_config.points]
     runs.append(dict(
         label=_label(workdir, config), step=at,
-        scalars=read_scalars(workdir, ('loss', 'ldmi') + ONLINE_TAGS),
+        scalars=read_scalars(workdir, ('loss', 'ldmi'), prefixes=('online/',)),
         curves=accuracy_curves(evaluation.load_report(workdir)),
         eigenvalues=covariance_eigenvalues(z),
         class_names=examples.class_names, tsne_labels=labels[chosen],

@@ -282,8 +282,9 @@ def checkpoint_manager(workdir, config=None, read_only=False):
 def restore_state(manager, abstract_state, step=None):
   """The TrainState of `step` (default: latest), placed like `abstract_state`."""
   step = manager.latest_step() if step is None else step
-  args = ocp.args.PyTreeRestore(
-      abstract_state, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))
+  args = ocp.args.PyTreeRestore(   # partial: the checkpoint may hold more (an online classifier)
+      abstract_state, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+      partial_restore=True)
   return manager.restore(step, args=ocp.args.Composite(state=args)).state
 
 
@@ -375,6 +376,11 @@ def online_evaluator(config, model, mesh, examples, say):
   evaluation.require_labels(examples, f'split {config.data.train_split!r} of data source '
                                       f'{config.data.source!r}')
   test_examples = evaluation.labelled_split(config.data, config.data.test_split)
+  if list(examples.class_names) != list(test_examples.class_names):
+    raise ValueError(f'splits {config.data.train_split!r} and {config.data.test_split!r} have '
+                     f'different classes ({len(examples.class_names)} vs '
+                     f'{len(test_examples.class_names)}): online evaluation needs the same; '
+                     '--config.online_eval.enabled=False trains without it')
   return online_eval.Evaluator(config, model, mesh, examples, test_examples)
 
 
@@ -398,8 +404,25 @@ def train_and_evaluate(config, workdir):
                       jax.random.key(config.seed))
   manager = checkpoint_manager(workdir, config)
   if manager.latest_step() is not None:
-    validation.validate_checkpoint(state, manager)
-    state = restore_state(manager, state)
+    # The online classifier is optional in a checkpoint: a run that adds it starts a fresh head,
+    # a run without it ignores a stored one.
+    stored = manager.item_metadata(manager.latest_step()).state.get('online', {})
+    has_online = bool(jax.tree.leaves(stored))
+    fresh_online = state.online
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    # what to read: this run's head if both have one, the stored one's shapes (then dropped) if
+    # only the checkpoint has one
+    read_online = state.online if state.online else jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated), stored,
+        is_leaf=lambda x: hasattr(x, 'shape'))
+    validation.validate_checkpoint(state.replace(online=read_online if has_online else {}),
+                                   manager)
+    state = restore_state(manager, state.replace(online=read_online if has_online else {}))
+    state = state.replace(online=state.online if fresh_online else {})
+    if fresh_online and not has_online:
+      state = state.replace(online=fresh_online)
+      say(f'the checkpoint has no online classifier: a fresh one trains from step '
+          f'{int(state.step)}')
     say(f'resumed from step {int(state.step)} of {workdir}')
   start = int(state.step)
 
@@ -459,7 +482,7 @@ def train_and_evaluate(config, workdir):
       if logs or saves:
         guard(*unchecked)
         unchecked = None
-      if evaluator and (step % evaluate_every == 0 or step == num_steps):
+      if evaluator and not preempted and (step % evaluate_every == 0 or step == num_steps):
         if unchecked is not None:
           guard(*unchecked)
           unchecked = None

@@ -127,7 +127,24 @@ def test_evaluator_reports_in_the_progress_line_and_tensorboard(tmp_path, capsys
           'online/train_top1', 'online/epoch'} <= tags
   # Fig. 5.1 from the run: LDMI and online accuracy against epoch
   from infomax_jax import plots  # pylint: disable=g-import-not-at-top
-  scalars = plots.read_scalars(str(tmp_path), ('ldmi',) + plots.ONLINE_TAGS)
+  scalars = plots.read_scalars(str(tmp_path), ('ldmi',), prefixes=('online/',))
   np.testing.assert_allclose(scalars['online/epoch'][1], [2 / 625, 4 / 625])   # 10,000 / 16
   plots.plot_online([{'label': 'run', 'scalars': scalars}], str(tmp_path / 'online.png'))
   assert (tmp_path / 'online.png').stat().st_size > 10_000
+
+
+@pytest.mark.slow   # four tiny runs, ~80 s
+def test_resume_adds_or_ignores_the_online_classifier(tmp_path, capsys):
+  """A checkpoint without the head resumes with a fresh one; a run without it ignores a stored
+  head."""
+  without, with_head = (tiny_config(**{'total_steps': 2}),
+                        tiny_config(**{'online_eval.enabled': True}))
+  train.train_and_evaluate(without, str(tmp_path / 'a'))
+  state = train.train_and_evaluate(with_head, str(tmp_path / 'a'))
+  assert int(state.step) == 4 and state.online['params']
+  assert 'the checkpoint has no online classifier: a fresh one trains from step 2' in (
+      capsys.readouterr().out)
+  train.train_and_evaluate(tiny_config(**{'online_eval.enabled': True, 'total_steps': 2}),
+                           str(tmp_path / 'b'))
+  state = train.train_and_evaluate(tiny_config(), str(tmp_path / 'b'))
+  assert int(state.step) == 4 and not state.online
