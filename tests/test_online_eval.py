@@ -107,6 +107,7 @@ def test_host_shards_cover_each_split_once(sample):
     assert names == list(sample[1].names)
 
 
+@pytest.mark.slow   # a tiny run, ~15 s
 def test_synthetic_source_trains_without_online_evaluation(tmp_path, capsys):
   config = tiny_config(**{'data.source': 'synthetic', 'total_steps': 2,
                           'online_eval.enabled': True})
@@ -115,6 +116,7 @@ def test_synthetic_source_trains_without_online_evaluation(tmp_path, capsys):
   assert "online evaluation off: data source 'synthetic' has no labels" in capsys.readouterr().out
 
 
+@pytest.mark.slow   # a tiny run with two evaluations, ~40 s
 def test_evaluator_reports_in_the_progress_line_and_tensorboard(tmp_path, capsys):
   config = tiny_config(**{'online_eval.enabled': True, 'online_eval.every_steps': 2})
   train.train_and_evaluate(config, str(tmp_path))
