@@ -19,6 +19,7 @@ from infomax_jax import validation
 from tests import fake_gcs
 from tests.test_reliability import TINY_FLAGS
 from tests.tiny import restore_numpy
+from tests.tiny import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -110,10 +111,11 @@ def test_bad_command_is_one_line_and_writes_nothing(tmp_path, args, message):
 def test_tfds_without_network_is_one_line_error(tmp_path, monkeypatch):
   monkeypatch.setattr(input_pipeline, '_reachable', lambda host: False)
   with pytest.raises(ValueError) as error:
-    input_pipeline._read_tfds('cifar10', 'train', str(tmp_path))
+    input_pipeline._read_tfds(tiny_config(**{'data.source': 'tfds', 'data.tfds_name': 'cifar10',
+                                             'data.tfds_data_dir': str(tmp_path)}).data, 'train')
   message = str(error.value)
   assert '\n' not in message and 'storage.googleapis.com cannot be reached' in message
-  assert 'tfds build cifar10 --data_dir=DIR' in message
+  assert 'tfds build cifar10 --file_format=array_record --data_dir=DIR' in message
   assert not any(tmp_path.iterdir())
 
 

@@ -97,11 +97,11 @@ def _poisoned(bad_step):
   """pretrain_dataset whose batch of step `bad_step` (1-based) holds a NaN pixel."""
   original = input_pipeline.pretrain_dataset
 
-  def dataset(examples, config, start_step=0, *args):
+  def dataset(examples, config, start_step=0, *args, **kwargs):
     def poison(index, batch):
       bad = tf.equal(start_step + index + 1, bad_step)
-      return {'view1': tf.where(bad, np.nan, batch['view1']), 'view2': batch['view2']}
-    return original(examples, config, start_step, *args).enumerate().map(poison)
+      return dict(batch, view1=tf.where(bad, np.nan, batch['view1']))
+    return original(examples, config, start_step, *args, **kwargs).enumerate().map(poison)
 
   return dataset
 
