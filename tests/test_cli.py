@@ -156,13 +156,14 @@ def test_ctrl_c_saves_at_step_boundary_and_resumes_exactly(tmp_path):
 
 def test_second_ctrl_c_aborts(monkeypatch):
   monkeypatch.setattr(jax, 'process_count', lambda: 1)
+  before = signal.getsignal(signal.SIGINT)   # SIG_IGN in a background job, else Python's handler
   with train._Preemption() as preemption:
     assert signal.getsignal(signal.SIGINT) == preemption._request
     preemption._request(signal.SIGINT, None)
     assert preemption.requested
     with pytest.raises(KeyboardInterrupt):
       preemption._request(signal.SIGINT, None)
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_workdir_path_keeps_bucket_uris_and_makes_local_paths_absolute(tmp_path, monkeypatch):
