@@ -129,11 +129,16 @@ def labelled_splits(data_config):
   """(train, test) Examples; both splits must have the same classes."""
   train_examples = labelled_split(data_config, data_config.train_split)
   test_examples = labelled_split(data_config, data_config.test_split)
+  require_same_classes(train_examples, test_examples, data_config)
+  return train_examples, test_examples
+
+
+def require_same_classes(train_examples, test_examples, data_config):
+  """A one-line error unless the train and test splits have the same classes."""
   if list(train_examples.class_names) != list(test_examples.class_names):
     raise ValueError(f'splits {data_config.train_split!r} and {data_config.test_split!r} have '
                      f'different classes ({len(train_examples.class_names)} vs '
                      f'{len(test_examples.class_names)})')
-  return train_examples, test_examples
 
 
 def balanced_subset(labels, fraction, seed):

@@ -75,8 +75,12 @@ class Reader:
   def read(self, i):
     raise NotImplementedError
 
+  def read_labelled(self, i):
+    """(encoded bytes, int32 label) of example i."""
+    return self.read(i), np.int32(self.labels[i])
+
   def tf_read(self, index):
-    data, label = tf.numpy_function(lambda i: (self.read(int(i)), self.labels[i]), [index],
+    data, label = tf.numpy_function(lambda i: self.read_labelled(int(i)), [index],
                                     (tf.string, tf.int32), stateful=False)
     return tf.ensure_shape(data, []), tf.ensure_shape(label, []), self.tf_name(index)
 
@@ -200,12 +204,9 @@ class TfdsReader(Reader):
   def read(self, i):
     return self.source[i]['image']
 
-  def tf_read(self, index):
-    def read(i):
-      record = self.source[int(i)]
-      return record['image'], np.int32(record['label'])
-    data, label = tf.numpy_function(read, [index], (tf.string, tf.int32), stateful=False)
-    return tf.ensure_shape(data, []), tf.ensure_shape(label, []), self.tf_name(index)
+  def read_labelled(self, i):   # one record read: the label is in it
+    record = self.source[i]
+    return record['image'], np.int32(record['label'])
 
   def tf_name(self, index):
     return tf.strings.join([self.title + ' example ', tf.strings.as_string(index)])

@@ -119,8 +119,8 @@ class Evaluator:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     test_x, test_y = self._extract(variables, 'test')
     bank_x, bank_y = self._extract(variables, 'bank')
-    params = jax.device_get(state.online['params'])
-    logits = test_x @ np.asarray(params['kernel']) + np.asarray(params['bias'])
+    logits = np.asarray(head(self.num_classes).apply({'params': state.online['params']},
+                                                     test_x))
     results = {f'{PREFIX}linear_{k}': v
                for k, v in self._evaluation.topk_accuracy(logits, test_y).items()}
     ks = tuple(self.online.knn_k)

@@ -376,11 +376,7 @@ def online_evaluator(config, model, mesh, examples, say):
   evaluation.require_labels(examples, f'split {config.data.train_split!r} of data source '
                                       f'{config.data.source!r}')
   test_examples = evaluation.labelled_split(config.data, config.data.test_split)
-  if list(examples.class_names) != list(test_examples.class_names):
-    raise ValueError(f'splits {config.data.train_split!r} and {config.data.test_split!r} have '
-                     f'different classes ({len(examples.class_names)} vs '
-                     f'{len(test_examples.class_names)}): online evaluation needs the same; '
-                     '--config.online_eval.enabled=False trains without it')
+  evaluation.require_same_classes(examples, test_examples, config.data)
   return online_eval.Evaluator(config, model, mesh, examples, test_examples)
 
 
@@ -479,13 +475,12 @@ def train_and_evaluate(config, workdir):
       preempted = preemption.reached(step)
       logs = step % config.log_every_steps == 0 or step == num_steps
       saves = step % config.checkpoint_every_steps == 0 or step == num_steps or preempted
-      if logs or saves:
+      evaluates = evaluator and not preempted and (step % evaluate_every == 0
+                                                   or step == num_steps)
+      if logs or saves or evaluates:
         guard(*unchecked)
         unchecked = None
-      if evaluator and not preempted and (step % evaluate_every == 0 or step == num_steps):
-        if unchecked is not None:
-          guard(*unchecked)
-          unchecked = None
+      if evaluates:
         started = time.perf_counter()
         online = evaluator(state)
         online['online/eval_seconds'] = time.perf_counter() - started
