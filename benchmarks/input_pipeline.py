@@ -21,12 +21,15 @@ The reference applies the transforms the way the official CorInfoMax code does (
 transforms on PIL images, one image at a time, in Python), without torch: get_params of
 RandomResizedCrop + PIL crop and bicubic resize, flip, ColorJitter (ImageEnhance brightness,
 contrast, color and the HSV hue shift, in random order), grayscale, PIL GaussianBlur(sigma),
-PIL solarize, ToTensor + Normalize in NumPy, stacked into batches. It runs in this process
-('PIL x1') and in `--workers` forked processes ('PIL xN', like a DataLoader with num_workers=N,
-batches pickled back). The pipelines alternate for `--rounds` rounds of `--seconds` each, every
+PIL solarize, ToTensor + Normalize in NumPy, stacked into batches. It runs in one process
+forked before TensorFlow is imported, timing itself ('PIL x1', like a DataLoader with
+num_workers=0), and in `--workers` forked processes ('PIL xN', like a DataLoader with
+num_workers=N, batches pickled back). The pipelines alternate for `--rounds` rounds of `--seconds` each, every
 round with a fresh iterator and an untimed warm-up batch; reported: the median img/s per
-pipeline, ours / reference, and the CPU time per image of ours and of 'PIL x1' (this process's
-user + system time: what the pipelines cost regardless of how many cores are free).
+pipeline, ours / reference, and the CPU time per image of ours and of 'PIL x1' (the measuring
+process's user + system time: what the pipelines cost regardless of how many cores are free),
+and ours' process's peak RSS after each case (cumulative over the cases run so far; the per-source memory
+against the split's size is benchmarks/input_memory.py's).
 """
 import argparse
 import collections
@@ -200,7 +203,13 @@ def pool_batches(pool, name, workers):
   return next_batch
 
 
-def measure(name, pool, args):
+def reference_round(name, seconds):
+  """time_loop of the reference in this (forked, TensorFlow-free) process."""
+  steps = iter(range(10**9))
+  return time_loop(lambda: reference_batch(name, next(steps)), CASES[name]['batch'], seconds)
+
+
+def measure(name, solo, pool, args):
   case = CASES[name]
   dataset = ours_dataset(case)
   results = {'ours': [], 'pil_x1': [], f'pil_x{args.workers}': []}
@@ -208,17 +217,16 @@ def measure(name, pool, args):
     iterator = dataset().as_numpy_iterator()
     results['ours'].append(time_loop(lambda: next(iterator), case['batch'], args.seconds))
     del iterator
-    steps = iter(range(10**9))
-    results['pil_x1'].append(time_loop(lambda: reference_batch(name, next(steps)), case['batch'],
-                                       args.seconds))
+    results['pil_x1'].append(solo.apply(reference_round, (name, args.seconds)))
     results[f'pil_x{args.workers}'].append(time_loop(pool_batches(pool, name, args.workers),
                                                      case['batch'], args.seconds))
     print(f'  {name} round {r + 1}: ' + ', '.join(f'{k} {v[-1][0]:.0f} img/s'
                                                   for k, v in results.items()), flush=True)
   summary = {k: {'img_per_s': [x for x, _ in v], 'median': statistics.median(x for x, _ in v)}
              for k, v in results.items()}
-  for k in ('ours', 'pil_x1'):   # the workers' CPU time is not this process's
+  for k in ('ours', 'pil_x1'):   # CPU time of the measuring process (the PIL xN workers' is not)
     summary[k]['cpu_ms_per_img'] = statistics.median(c for _, c in results[k])
+  summary['process_peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   return summary
 
 
@@ -235,18 +243,20 @@ def main():
   with tempfile.TemporaryDirectory() as root:
     CASES.update(make_cases(os.path.join(root, 'folder')))
     # Fork the reference workers before this process imports TensorFlow.
-    with multiprocessing.get_context('fork').Pool(args.workers) as pool:
+    fork = multiprocessing.get_context('fork')
+    with fork.Pool(1) as solo, fork.Pool(args.workers) as pool:
       for name in CASES:
-        results['cases'][name] = measure(name, pool, args)
+        results['cases'][name] = measure(name, solo, pool, args)
   results['load_average_after'] = os.getloadavg()
   reference = f'pil_x{args.workers}'
   print(f'\n{"case":12s} {"ours img/s":>11s} {"PIL x1":>8s} {"PIL x" + str(args.workers):>8s} '
-        f'{"ours/x1":>8s} {"ours/x" + str(args.workers):>8s}   CPU ms/img ours, PIL x1')
+        f'{"ours/x1":>8s} {"ours/x" + str(args.workers):>8s}   CPU ms/img ours, PIL x1   process peak RSS')
   for name, result in results['cases'].items():
     ours, one, many = (result[k]['median'] for k in ('ours', 'pil_x1', reference))
     result['ratio_to_pil_x1'], result[f'ratio_to_{reference}'] = ours / one, ours / many
     print(f'{name:12s} {ours:11.0f} {one:8.0f} {many:8.0f} {ours / one:8.2f} {ours / many:8.2f}   '
-          f'{result["ours"]["cpu_ms_per_img"]:.3f}, {result["pil_x1"]["cpu_ms_per_img"]:.3f}')
+          f'{result["ours"]["cpu_ms_per_img"]:.3f}, {result["pil_x1"]["cpu_ms_per_img"]:.3f}   '
+          f'peak RSS {result["process_peak_rss_mib"]:.0f} MiB')
   report.write_json(args.out, results)
 
 

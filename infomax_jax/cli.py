@@ -6,6 +6,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 # A bad config, missing data or a diverged run: the user's to fix, reported without a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
@@ -30,13 +31,24 @@ def native_stderr_silenced():
 
 
 def import_tensorflow_quietly():
-  """Imports TensorFlow (when installed) without its banner; a later import is then silent."""
+  """Imports TensorFlow (when installed) for the input pipeline: without its banner (a later
+  import is then silent), without the accelerators (they are JAX's), and with one intra-op
+  thread, since tf.data already runs map calls in parallel and the XLA-compiled augmentations
+  would otherwise oversubscribe the cores (224-px views: +25 % img/s on 2 cores,
+  benchmarks/input_pipeline.py)."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   with native_stderr_silenced():
     try:
-      import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
     except ImportError:
-      pass
+      return
+    try:
+      tf.config.set_visible_devices([], 'GPU')
+      tf.config.set_visible_devices([], 'TPU')
+      tf.config.threading.set_intra_op_parallelism_threads(1)
+    except RuntimeError:   # TensorFlow ran an op before this import
+      logging.warning('TensorFlow was initialised before infomax_jax: its devices and intra-op '
+                      'threads stay as they are')
 
 
 def _flag_values(argv, name):
