@@ -1,14 +1,19 @@
-"""Host memory of the streaming sources: peak RSS after loading a split and taking 5 batches,
-for two split sizes, per source (issue #16's measurement).
+"""Host memory of the streaming sources: peak RSS for two split sizes, per source and
+pipeline.
 
     python benchmarks/input_memory.py [--counts 1000,4000] [--batch 64]
-        [--out benchmarks/results/input_memory.json]
+        [--pipelines pretrain,probe,train] [--out benchmarks/results/input_memory.json]
 
 Images: 400×300 JPEGs (quality 90; sample images upscaled, PIL bicubic), the same files as an
-image folder, an uncompressed tar and a TFDS data set in ArrayRecord. Each (source, count) runs
-in a fresh process with configs/imagenet100.py's data settings (224-px views, streamed:
-cache_decoded='never') at `--batch` images per batch; ru_maxrss of that process is reported,
-with the growth per image between the two counts (0 when memory is independent of the split).
+image folder, an uncompressed tar and a TFDS data set in ArrayRecord. Each (pipeline, source,
+count) runs in a fresh process with configs/imagenet100.py's data settings (224-px views,
+streamed: cache_decoded='never'); ru_maxrss of that process is reported, with the growth per
+1,000 images between the two counts (0 when memory is independent of the split's size):
+  pretrain  load the train split, take 5 two-view batches of `--batch`
+  probe     load it, take 5 augmented probe batches (random resized crop + flip) of `--batch`
+  train     `python -m infomax_jax.main --config=configs/imagenet100.py:r18` on the folder for
+            3 steps of `--train-batch` images (online evaluation off: the folder has no val
+            split), the whole training job's peak
 """
 import argparse
 import io
@@ -56,8 +61,8 @@ def make_data(root, count):
                        tfds_data_dir=os.path.join(root, 'tfds'))}
 
 
-def child(data, batch):
-  """Loads the split, takes 5 batches; prints the peak RSS in MiB as JSON."""
+def child(data, batch, pipeline):
+  """Loads the split, takes 5 batches of `pipeline`; prints the peak RSS in MiB as JSON."""
   from benchmarks import tfds_folder  # pylint: disable=g-import-not-at-top
   if data['source'] == 'tfds':   # the builder's classes are those of the folder it was made from
     tfds_folder.ImageFolderRecords.folder = os.path.join(
@@ -69,7 +74,10 @@ def child(data, batch):
   config.batch_size = batch
   examples = input_pipeline.load_split(config.data, 'train')
   loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  dataset = input_pipeline.pretrain_dataset(examples, config, local_devices=1)
+  if pipeline == 'pretrain':
+    dataset = input_pipeline.pretrain_dataset(examples, config, local_devices=1)
+  else:
+    dataset = input_pipeline.probe_dataset(examples, config.data, batch, train=True)
   for _ in zip(range(5), input_pipeline.batches(dataset)):
     pass
   print(json.dumps({'images': len(examples), 'cached': examples.images is not None,
@@ -77,34 +85,61 @@ def child(data, batch):
                     'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+def train_peak_rss(folder, batch, workdir):
+  """Peak RSS in MiB of a 3-step training job on the folder (configs/imagenet100.py:r18)."""
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'infomax_jax.main', '--config=configs/imagenet100.py:r18',
+       f'--workdir={workdir}', f'--config.data.path={folder}', f'--config.batch_size={batch}',
+       '--config.total_steps=3', '--config.online_eval.enabled=False'],
+      cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'), stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE, text=True)
+  stderr = process.stderr.read()
+  _, status, usage = os.wait4(process.pid, 0)
+  if status:
+    raise RuntimeError(f'the training job failed: {stderr[-2000:]}')
+  return {'peak_rss_mib': usage.ru_maxrss / 1024}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--counts', default='1000,4000')
   parser.add_argument('--batch', type=int, default=64)
+  parser.add_argument('--pipelines', default='pretrain,probe,train')
+  parser.add_argument('--train-batch', type=int, default=16)
   parser.add_argument('--out', default='benchmarks/results/input_memory.json')
   parser.add_argument('--child', help=argparse.SUPPRESS)
+  parser.add_argument('--pipeline', default='pretrain', help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    return child(json.loads(args.child), args.batch)
+    return child(json.loads(args.child), args.batch, args.pipeline)
   counts = [int(c) for c in args.counts.split(',')]
-  results = {'command': 'python ' + ' '.join(sys.argv), 'batch': args.batch, 'runs': {}}
+  pipelines = args.pipelines.split(',')
+  results = {'command': 'python ' + ' '.join(sys.argv), 'batch': args.batch,
+             'train_batch': args.train_batch, 'runs': {}}
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   for count in counts:
     with tempfile.TemporaryDirectory() as root:
       for source, data in make_data(root, count).items():
-        out = subprocess.run([sys.executable, __file__, f'--batch={args.batch}',
-                              f'--child={json.dumps(data)}'], cwd=ROOT, env=env,
-                             capture_output=True, text=True, check=True)
-        run = json.loads(out.stdout.strip().splitlines()[-1])
-        results['runs'].setdefault(source, {})[count] = run
-        print(f'{source:8s} {count:6d} images: peak RSS {run["peak_rss_mib"]:.0f} MiB '
-              f'(after load {run["rss_mib_after_load"]:.0f}), cached={run["cached"]}', flush=True)
-  print(f'\n{"source":8s} ' + ' '.join(f'{c:>9d}' for c in counts) + '   MiB per 1,000 images')
-  for source, runs in results['runs'].items():
+        for pipeline in pipelines:
+          if pipeline == 'train':
+            if source != 'folder':
+              continue
+            run = train_peak_rss(data['path'], args.train_batch, os.path.join(root, 'workdir'))
+          else:
+            out = subprocess.run([sys.executable, __file__, f'--batch={args.batch}',
+                                  f'--pipeline={pipeline}', f'--child={json.dumps(data)}'],
+                                 cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+            run = json.loads(out.stdout.strip().splitlines()[-1])
+          results['runs'].setdefault(f'{pipeline}/{source}', {})[count] = run
+          print(f'{pipeline:8s} {source:8s} {count:6d} images: peak RSS '
+                f'{run["peak_rss_mib"]:.0f} MiB', flush=True)
+  print(f'\n{"pipeline/source":18s} ' + ' '.join(f'{c:>9d}' for c in counts) +
+        '   MiB per 1,000 images')
+  for name, runs in results['runs'].items():
     peaks = [runs[c]['peak_rss_mib'] for c in counts]
     slope = (peaks[-1] - peaks[0]) / (counts[-1] - counts[0]) * 1000
     runs['mib_per_1000_images'] = slope
-    print(f'{source:8s} ' + ' '.join(f'{p:9.0f}' for p in peaks) + f'   {slope:+.1f}')
+    print(f'{name:18s} ' + ' '.join(f'{p:9.0f}' for p in peaks) + f'   {slope:+.1f}')
   report.write_json(args.out, results)
 
 
