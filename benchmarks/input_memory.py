@@ -36,8 +36,9 @@ SAMPLE = os.path.join(ROOT, 'infomax_jax', 'data', 'cifar10_sample.tar.gz')
 SOURCES = ('folder', 'archive', 'tfds')
 
 
-def make_data(root, count):
-  """<root>/folder/train/<class>/<file>, <root>/data.tar and TFDS <root>/tfds of `count` images."""
+def make_data(root, count, mixed_sizes=False):
+  """<root>/folder/train/<class>/<file>, <root>/data.tar and TFDS <root>/tfds of `count` images,
+  400×300 or, with `mixed_sizes`, 320–480 × 240–330."""
   folder = os.path.join(root, 'folder')
   with tarfile.open(SAMPLE) as sample, tarfile.open(os.path.join(root, 'data.tar'), 'w') as out:
     members = [m for m in sample if m.isfile() and '/train/' in m.name]
@@ -45,7 +46,8 @@ def make_data(root, count):
       member = members[i % len(members)]
       image = Image.open(io.BytesIO(sample.extractfile(member).read())).convert('RGB')
       buffer = io.BytesIO()
-      image.resize((400, 300), Image.BICUBIC).save(buffer, 'JPEG', quality=90)
+      size = (320 + 40 * (i % 5), 240 + 30 * (i % 4)) if mixed_sizes else (400, 300)
+      image.resize(size, Image.BICUBIC).save(buffer, 'JPEG', quality=90)
       name = f'train/{member.name.split("/")[-2]}/{i:05d}.jpg'
       os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
       with open(os.path.join(folder, name), 'wb') as f:
@@ -85,6 +87,15 @@ def child(data, batch, pipeline):
                     'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+def pipeline_peak_rss(data, batch, pipeline):
+  """`child`'s figures, from a fresh process."""
+  out = subprocess.run([sys.executable, __file__, f'--batch={batch}', f'--pipeline={pipeline}',
+                        f'--child={json.dumps(data)}'], cwd=ROOT,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'), capture_output=True,
+                       text=True, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def train_peak_rss(folder, batch, workdir):
   """Peak RSS in MiB of a 3-step training job on the folder (configs/imagenet100.py:r18)."""
   process = subprocess.Popen(
@@ -116,7 +127,6 @@ def main():
   pipelines = args.pipelines.split(',')
   results = {'command': 'python ' + ' '.join(sys.argv), 'batch': args.batch,
              'train_batch': args.train_batch, 'runs': {}}
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   for count in counts:
     with tempfile.TemporaryDirectory() as root:
       for source, data in make_data(root, count).items():
@@ -126,10 +136,7 @@ def main():
               continue
             run = train_peak_rss(data['path'], args.train_batch, os.path.join(root, 'workdir'))
           else:
-            out = subprocess.run([sys.executable, __file__, f'--batch={args.batch}',
-                                  f'--pipeline={pipeline}', f'--child={json.dumps(data)}'],
-                                 cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-            run = json.loads(out.stdout.strip().splitlines()[-1])
+            run = pipeline_peak_rss(data, args.batch, pipeline)
           results['runs'].setdefault(f'{pipeline}/{source}', {})[count] = run
           print(f'{pipeline:8s} {source:8s} {count:6d} images: peak RSS '
                 f'{run["peak_rss_mib"]:.0f} MiB', flush=True)

@@ -250,3 +250,25 @@ def test_folder_and_tar_stream_from_a_bucket(tmp_path):
       for key in ('view1', 'image', 'label'):
         np.testing.assert_array_equal(a[key], b[key])
       assert str(b['name']).startswith(remote)
+
+
+@pytest.mark.slow
+def test_peak_memory_does_not_grow_with_the_split(tmp_path):
+  """Peak RSS of a fresh process that loads a split of mixed-size JPEGs (320–480 × 240–330) and
+  takes 5 batches of 16 224-px views, per source and pipeline (benchmarks/input_memory.py), for
+  300 and 1,200 images. Decoding the split into memory would add ≈ 1.45 MiB per image, ≈ 1,300
+  MiB for the 900 more (issue #16's measurement). Measured growth here: −40 to +6 MiB; tf.data's
+  autotuned buffers move the peak by up to ±250 MiB between runs at batch 64 (docs/data.md).
+  Bound: 400 MiB, under a third of what caching would add."""
+  from benchmarks import input_memory  # pylint: disable=g-import-not-at-top
+  peaks = {}
+  for count in (300, 1200):
+    root = tmp_path / str(count)
+    root.mkdir()
+    for source, data in input_memory.make_data(str(root), count, mixed_sizes=True).items():
+      for pipeline in ('pretrain', 'probe'):
+        run = input_memory.pipeline_peak_rss(data, 16, pipeline)
+        assert not run['cached'] and run['images'] == count
+        peaks.setdefault((pipeline, source), []).append(run['peak_rss_mib'])
+  growth = {key: round(b - a) for key, (a, b) in peaks.items()}
+  assert all(g < 400 for g in growth.values()), growth
