@@ -1,17 +1,22 @@
 """The embedded default: a narrow ResNet-18 on the CIFAR-10 sample shipped in the package.
 
 Sized to pretrain and probe in a few minutes on a 2-core CPU; the hyper-parameters are the thesis
-CIFAR-10 ones (configs/cifar10.py) except width, batch, projector size and schedule length.
+CIFAR-10 ones (configs/cifar10.py) except width, batch and schedule length, and the thesis
+projector 2048-2048-64 shrunk to 512-512-64; a loss with a recipe projector of its own
+(`PROJECTOR_DIMS`: SimCLR, Barlow Twins, VICReg, BYOL, SimSiam, MoCo v2, W-MSE) keeps it, as in
+configs/cifar10.py.
 Argument: the loss name (default corinfomax).
 """
 from configs import cifar10
+from infomax_jax import losses
 
 
 def get_config(arg=None):
   config = cifar10.get_config(arg)
   config.data.source = 'sample'
   config.model.width = 0.25
-  config.projector.dims = (512, 512, 64)
+  if not hasattr(losses.get(config.loss.name), 'PROJECTOR_DIMS'):
+    config.projector.dims = (512, 512, 64)
   config.batch_size = 256
   config.num_epochs = 0
   config.total_steps = 300

@@ -17,7 +17,8 @@ from infomax_jax import validation
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # config file → (architectures, thesis row of TRAINING.md: epochs, batch, peak lr, alpha, lam,
-# projector dims); demo is the CIFAR-10 row shrunk for CPUs.
+# projector dims, of the losses without a recipe projector); demo is the CIFAR-10 row shrunk for
+# CPUs.
 EXPERIMENTS = {
     'cifar10': (('r18',), dict(batch_size=512, peak_lr=0.5, alpha=250, lam=0.01,
                               dims=(2048, 2048, 64), image_size=32)),
@@ -39,8 +40,6 @@ EXPERIMENTS = {
 EPOCHS = {('cifar10', 'r18'): 1000, ('cifar100', 'r18'): 1000, ('tiny_imagenet', 'r50'): 800,
           ('imagenet100', 'r18'): 400, ('imagenet100', 'r50'): 200, ('imagenet1k', 'r50'): 100,
           ('demo', 'r18'): 0, ('cifar10_miniature', 'r18'): 0, ('quickstart', 'r18'): 0}
-# Sized for CPUs: one small projector for every loss.
-CPU_CONFIGS = ('demo', 'cifar10_miniature', 'quickstart')
 CASES = [(name, arch) for name, (archs, _) in EXPERIMENTS.items() for arch in archs]
 # quickstart is the demo at another batch size: the same step program, not run again.
 STEP_CASES = [case for case in CASES if case[0] != 'quickstart']
@@ -76,7 +75,7 @@ def test_config_carries_thesis_values_for_every_loss(name, arch):
     own = getattr(loss_module, 'PROJECTOR_DIMS', expected['dims'])   # the loss's recipe
     if expected['image_size'] > 64:
       own = getattr(loss_module, 'IMAGENET_PROJECTOR_DIMS', own)
-    assert tuple(config.projector.dims) == (expected['dims'] if name in CPU_CONFIGS else own)
+    assert tuple(config.projector.dims) == own
     assert config.data.image_size == expected['image_size']
     assert config.model.cifar_stem == (expected['image_size'] == 32)
     assert config.projector.l2_normalize == losses.get(loss).L2_NORMALIZED_EMBEDDINGS
