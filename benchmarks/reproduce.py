@@ -1,7 +1,8 @@
 """The method comparison of the thesis (Table 5.1, Figs. 5.1 and 5.3) under one fixed budget.
 
     python benchmarks/reproduce.py --config=configs/cifar10_miniature.py --root=/tmp/repro \
-        [--losses=all] [--evaluations=linear,knn] [--curve] [--override=--config.x=y ...]
+        [--losses=all] [--evaluations=linear,knn] [--curve] [--override=--config.x=y ...] \
+        [--grid=config.x=1,2 --grid=config.y=a,b ...]
 
 For every loss, the same pretraining command with only the loss name changed
 (`python -m infomax_jax.main --config=<config>:<loss> --workdir=<root>/<loss> <overrides>`), then
@@ -12,13 +13,21 @@ seed); `--curve` also probes every saved checkpoint with kNN, for the accuracy c
 column of the data set) and the overlaid figures `<root>/training.png` (loss, LDMI, accuracy
 against step) and `<root>/eigenvalues.png` (spectra) are written.
 
+`--grid` makes it a sweep: every loss runs once per point of the grid (the Cartesian product of
+the listed values, each passed as `--config.x=value`; a value with commas goes in parentheses or
+brackets, e.g. `--grid='config.projector.dims=(512,64),(1024,64)'`), in its own workdir
+`<root>/<loss>__x=1__y=a`, and the table has one row per point (`<loss> x=1 y=a`); the random
+encoder's row is the first point's initialisation.
+
 Every stage is resumable: pretraining resumes from its checkpoints and the probe skips results it
 has, so rerunning the command after an interruption finishes the table. The commands run are
 printed, so any row can be rerun by hand.
 """
 import argparse
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -78,19 +87,58 @@ def run(command, log_path):
     raise RunFailed((errors or lines or [f'exit status {process.returncode}'])[-1])
 
 
-def pretrain_and_probe(args, loss, with_random):
-  """Pretrains and probes one loss; returns (report, pretraining seconds, error or None). A run
-  that stops (e.g. the divergence guard) is a row of the table, not the end of the comparison."""
-  workdir = os.path.join(args.root, loss)
+def split_values(values):
+  """'1,(2,3),[4, 5]' → ['1', '(2,3)', '[4, 5]']: commas inside parentheses or brackets stay."""
+  parts, depth, current = [], 0, ''
+  for char in values:
+    depth += (char in '([') - (char in ')]')
+    if char == ',' and depth == 0:
+      parts.append(current)
+      current = ''
+    else:
+      current += char
+  if depth or not all(parts + [current]):
+    raise SystemExit(f'error: --grid values {values!r}: empty or unbalanced')
+  return parts + [current]
+
+
+def grid_points(grid):
+  """The `--grid` arguments ('config.x=1,2') → one [(key, value), ...] per point of their
+  Cartesian product, keys without the 'config.' prefix ([[]]: no grid, one point)."""
+  axes = []
+  for argument in grid:
+    key, sep, values = argument.removeprefix('--').partition('=')
+    key = key.removeprefix('config.')
+    if not sep or not key or not values:
+      raise SystemExit(f'error: --grid={argument}: expected config.x=value1,value2,...')
+    axes.append([(key, value) for value in split_values(values)])
+  return [list(point) for point in itertools.product(*axes)]
+
+
+def row_name(loss, point):
+  return ' '.join([loss] + [f'{key}={value}' for key, value in point])
+
+
+def workdir_name(loss, point):
+  name = '__'.join([loss] + [f'{key}={value}' for key, value in point])
+  return re.sub(r'[^A-Za-z0-9_.=+-]', '_', name)
+
+
+def pretrain_and_probe(args, loss, point, with_random):
+  """Pretrains and probes one loss at one grid point; returns (report, pretraining seconds, error
+  or None). A run that stops (e.g. the divergence guard) is a row of the table, not the end of
+  the comparison."""
+  workdir = os.path.join(args.root, workdir_name(loss, point))
   os.makedirs(workdir, exist_ok=True)
   log = os.path.join(workdir, 'reproduce.log')
   timing_path = os.path.join(workdir, 'pretrain_seconds.json')
   start = time.time()
   try:
     run([sys.executable, '-m', 'infomax_jax.main', f'--config={args.config}:{loss}',
-         f'--workdir={workdir}', *args.override], log)
+         f'--workdir={workdir}', *args.override,
+         *[f'--config.{key}={value}' for key, value in point]], log)
   except RunFailed as failure:
-    print(f'  {loss}: pretraining failed, kept in the table as such', flush=True)
+    print(f'  {row_name(loss, point)}: pretraining failed, kept in the table as such', flush=True)
     return None, time.time() - start, str(failure)
   if not os.path.exists(timing_path):   # the first, uninterrupted run's wall time
     with open(timing_path, 'w') as f:
@@ -114,12 +162,13 @@ def latest(report, evaluation, encoder):
 
 
 def table(args, rows, random_report):
-  """(results dict, markdown) of the rows {loss: (report, seconds, error)} and the random
-  baseline."""
+  """(results dict, markdown) of the rows {row name: (report, seconds, error)} and the random
+  baseline; a row name is the loss, followed by its grid point's values in a sweep."""
   name = os.path.basename(args.config)[:-3]
   dataset = DATASET_OF_CONFIG.get(name, name)
   thesis = THESIS_TABLE_5_1.get(dataset, {})
-  results = {'config': args.config, 'override': args.override, 'dataset': dataset, 'rows': {}}
+  results = {'config': args.config, 'override': args.override,
+             'grid': getattr(args, 'grid', []), 'dataset': dataset, 'rows': {}}
   shown = columns([report for report, _, _ in rows.values() if report] + [random_report or {}])
   header = ['method'] + [title for _, _, title in shown] + ['pretrain min',
                                                             f'thesis {dataset} top-1']
@@ -128,18 +177,19 @@ def table(args, rows, random_report):
              for loss, (report, seconds, error) in rows.items()]
   entries.append(('random init', random_report or {}, 'random', 0.0, None))
   for method, report, encoder, seconds, error in entries:
+    loss = method.split(' ')[0]
     values = {}
     for evaluation, metric, title in shown:
       result = None if error else latest(report, evaluation, encoder)
       values[title] = None if result is None else round(result[metric], 2)
     results['rows'][method] = dict(values, pretrain_seconds=round(seconds, 1),
-                                   thesis_top1=thesis.get(method), error=error)
+                                   thesis_top1=thesis.get(loss), error=error)
     if error:
       cells = [method, f'stopped: {error.removeprefix("error: ")}'] + [''] * (len(shown) - 1)
     else:
       cells = [method] + ['–' if v is None else f'{v:.2f}' for v in values.values()]
     cells += [f'{seconds / 60:.1f}' if seconds else '–',
-              f'{thesis[method]:.2f}' if method in thesis else '–']
+              f'{thesis[loss]:.2f}' if loss in thesis else '–']
     lines.append('| ' + ' | '.join(cells) + ' |')
   return results, '\n'.join(lines) + '\n'
 
@@ -156,7 +206,11 @@ def main():
                       help='passed to every pretraining command, e.g. --override=--config.seed=1')
   parser.add_argument('--probe_override', action='append', default=[],
                       help='passed to every probe command, e.g. --probe_override=--probe.epochs=50')
+  parser.add_argument('--grid', action='append', default=[],
+                      help='a sweep axis, e.g. --grid=config.optimizer.peak_lr=0.25,0.5: every '
+                      'loss runs at every point of the product of the axes')
   args = parser.parse_args()
+  points = grid_points(args.grid)
   names = losses.names() if args.losses == 'all' else args.losses.split(',')
   for name in names:
     losses.get(name)   # unknown names fail before anything runs
@@ -164,16 +218,19 @@ def main():
     raise SystemExit(f'error: config file not found: {args.config}')
   os.makedirs(args.root, exist_ok=True)
 
-  rows, random_report = {}, None
+  rows, random_report, trained = {}, None, []
   for loss in names:
-    rows[loss] = pretrain_and_probe(args, loss, with_random=random_report is None)
-    random_report = random_report or rows[loss][0]
+    for point in points:
+      row = rows[row_name(loss, point)] = pretrain_and_probe(args, loss, point,
+                                                             with_random=random_report is None)
+      random_report = random_report or row[0]
+      if not row[2]:
+        trained.append(os.path.join(args.root, workdir_name(loss, point)))
   results, markdown = table(args, rows, random_report)
   with open(os.path.join(args.root, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
   with open(os.path.join(args.root, 'results.md'), 'w') as f:
     f.write(markdown)
-  trained = [os.path.join(args.root, loss) for loss, (_, _, error) in rows.items() if not error]
   run([sys.executable, '-m', 'infomax_jax.plots', f'--out={args.root}',
        *[f'--workdir={w}' for w in trained]], os.path.join(args.root, 'plots.log'))
   print('\n' + markdown + f'\nwrote {args.root}/results.json, results.md, training.png, '
