@@ -87,11 +87,15 @@ def child(data, batch, pipeline):
                     'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+# The measured processes: TensorFlow's start-up messages are not part of their output.
+CHILD_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+
+
 def pipeline_peak_rss(data, batch, pipeline):
   """`child`'s figures, from a fresh process."""
   out = subprocess.run([sys.executable, __file__, f'--batch={batch}', f'--pipeline={pipeline}',
                         f'--child={json.dumps(data)}'], cwd=ROOT,
-                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'), capture_output=True,
+                       env=CHILD_ENV, capture_output=True,
                        text=True, check=True)
   return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -102,7 +106,7 @@ def train_peak_rss(folder, batch, workdir):
       [sys.executable, '-m', 'infomax_jax.main', '--config=configs/imagenet100.py:r18',
        f'--workdir={workdir}', f'--config.data.path={folder}', f'--config.batch_size={batch}',
        '--config.total_steps=3', '--config.online_eval.enabled=False'],
-      cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'), stdout=subprocess.DEVNULL,
+      cwd=ROOT, env=CHILD_ENV, stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE, text=True)
   stderr = process.stderr.read()
   _, status, usage = os.wait4(process.pid, 0)

@@ -43,13 +43,9 @@ def main():
   features = jax.jit(lambda x: model.apply(variables, x, train=False)[0])
   train_examples, test_examples = evaluation.labelled_splits(config.data)
   num_classes = len(train_examples.class_names)
-
-  test_x, test_y = [], []
-  for batch in input_pipeline.batches(input_pipeline.probe_dataset(
-      test_examples, config.data, config.online_eval.batch_size, train=False)):
-    test_x.append(np.asarray(features(batch['image']))[batch['mask']])
-    test_y.append(batch['label'][batch['mask']])
-  test_x, test_y = np.concatenate(test_x), np.concatenate(test_y)
+  evaluator = online_eval.Evaluator(config, model, train.make_mesh(), train_examples,
+                                    test_examples)
+  test_x, test_y = evaluator.features(variables, 'test')
 
   multiples = sorted(int(m) for m in args.multiples.split(','))
   run_steps = train.total_steps(config, len(train_examples))

@@ -100,7 +100,9 @@ class Evaluator:
             batch['label'], batch['mask']),
         out_shardings=replicated)
 
-  def _extract(self, variables, split):
+  def features(self, variables, split):
+    """(encoder features, labels) of every image of `split` ('test' or 'bank'), test transform,
+    gathered from all hosts."""
     examples, valid = self.splits[split]
     dataset = self._input_pipeline.probe_dataset(examples, self.config.data, self.local_batch,
                                                  train=False)
@@ -117,8 +119,8 @@ class Evaluator:
 
   def __call__(self, state):
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    test_x, test_y = self._extract(variables, 'test')
-    bank_x, bank_y = self._extract(variables, 'bank')
+    test_x, test_y = self.features(variables, 'test')
+    bank_x, bank_y = self.features(variables, 'bank')
     logits = np.asarray(head(self.num_classes).apply({'params': state.online['params']},
                                                      test_x))
     results = {f'{PREFIX}linear_{k}': v
