@@ -507,22 +507,30 @@ def _fits(shapes, size, data_config):
   return size * h * w * 3 <= data_config.cache_budget_gb * 2**30
 
 
-def _decode_all(reader, encoded):
+def _decode_all(reader, encoded, batch_size=1024):
   """(uint8 [n, h, w, 3], labels) from a dataset of (bytes, label, name), decoded in parallel
-  into one array; None for the images if they do not share one size."""
-  first = None
-  images, labels = None, np.zeros(len(reader), np.int32)
+  into one array, `batch_size` images per copy; None for the images if they do not share one
+  size."""
+  if not len(reader):
+    return None, None
+  first = next(batches(encoded.take(1).map(lambda data, _, name: tf.shape(
+      _decode_tensor(data, name)))))
+
+  def decode(data, label, name):   # an image of another size: zeros and same = False
+    image = _decode_tensor(data, name)
+    same = tf.reduce_all(tf.shape(image) == first)
+    image = tf.cond(same, lambda: tf.reshape(image, first), lambda: tf.zeros(first, tf.uint8))
+    return image, label, same
+
+  images = np.empty((len(reader), *first), np.uint8)
+  labels = np.zeros(len(reader), np.int32)
   position = 0
-  ds = encoded.map(lambda data, label, name: (_decode_tensor(data, name), label),
-                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  for image, label in batches(ds.prefetch(tf.data.AUTOTUNE)):
-    if first is None:
-      first = image.shape
-      images = np.empty((len(reader), *first), np.uint8)
-    if image.shape != first:
+  ds = encoded.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  for image, label, same in batches(ds.batch(batch_size).prefetch(1)):
+    if not same.all():
       return None, None
-    images[position], labels[position] = image, label
-    position += 1
+    images[position:position + len(image)], labels[position:position + len(image)] = image, label
+    position += len(image)
   return images, labels
 
 

@@ -80,8 +80,9 @@ def test_folder_source_cached_equals_on_the_fly(tmp_path):
     np.testing.assert_allclose(a['image'], b['image'], atol=1e-5)
 
 
-def test_folder_of_mixed_sizes_decodes_on_the_fly(tmp_path):
-  config = tiny_config(**{'data.source': 'folder',
+@pytest.mark.parametrize('cache', ['auto', 'always'])   # 'always': found while decoding
+def test_folder_of_mixed_sizes_decodes_on_the_fly(tmp_path, cache):
+  config = tiny_config(**{'data.source': 'folder', 'data.cache_decoded': cache,
                           'data.path': _folder(tmp_path, 8, {'cat/big.jpg': _jpeg((50, 40))})})
   examples = input_pipeline.load_split(config.data, 'test')
   assert examples.images is None and len(examples) == 9
