@@ -6,7 +6,8 @@ docs/results.md): the full CIFAR-10 train split, every loss under the same fixed
 
 The demo (configs/demo.py: thesis CIFAR-10 hyper-parameters, SGD lr 0.5 → 1e-6 cosine, momentum
 0.9, weight decay 1e-4, each loss's paper defaults, narrow ResNet-18 of width 0.25, projector
-512-512-64 or the loss's recipe projector; the baselines' solo-learn recipes) on the full data; batch 128 for 500 steps (1.3 epochs) with 50 warm-up steps.
+512-512-64; the baselines with their solo-learn recipes, projector included) on the full data;
+batch 128 for 500 steps (1.3 epochs) with 50 warm-up steps.
 Data: a tar archive laid out <root>/<split>/<class>/<image> (the shared cifar10-jpeg.tar.gz)
 given by --config.data.path. Argument: the loss name.
 """
