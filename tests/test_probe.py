@@ -221,6 +221,7 @@ def _assert_png(path):
     assert min(image.size) > 300
 
 
+@pytest.mark.slow   # ~90 s on a cold 2-core CI run: with the slow tests, in CI's second pass
 def test_every_step_report_figures_rerun_and_force(workdir, monkeypatch, capsys):
   config = eval_config()
   report = probe.run_probe(config, workdir, evaluations=('linear', 'knn'), step='all')

@@ -146,6 +146,7 @@ def _final_state(workdir):
   return manager.all_steps(), jax.device_get(state)
 
 
+@pytest.mark.slow   # ~65 s on a cold 2-core CI run: with the slow tests, in CI's second pass
 def test_sigterm_saves_at_step_boundary_and_exits_zero(tmp_path):
   process = _start(tmp_path, '--config.total_steps=100000', '--config.checkpoint_every_steps=1000')
   for line in process.stdout:
