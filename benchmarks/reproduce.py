@@ -168,7 +168,7 @@ def table(args, rows, random_report):
   dataset = DATASET_OF_CONFIG.get(name, name)
   thesis = THESIS_TABLE_5_1.get(dataset, {})
   results = {'config': args.config, 'override': args.override,
-             'grid': getattr(args, 'grid', []), 'dataset': dataset, 'rows': {}}
+             'grid': args.grid, 'dataset': dataset, 'rows': {}}
   shown = columns([report for report, _, _ in rows.values() if report] + [random_report or {}])
   header = ['method'] + [title for _, _, title in shown] + ['pretrain min',
                                                             f'thesis {dataset} top-1']

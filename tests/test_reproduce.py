@@ -21,7 +21,8 @@ def report(encoder, step, top1):
 
 
 def test_table_rows_failures_random_and_thesis_column():
-  args = argparse.Namespace(config='configs/cifar10_miniature.py', override=['--config.seed=1'])
+  args = argparse.Namespace(config='configs/cifar10_miniature.py', override=['--config.seed=1'],
+                            grid=[])
   trained = report('trained', 500, 40.0)
   trained['linear']['trained']['250'] = {'top1': 30.0, 'top5': 70.0}   # not the latest: ignored
   random = report('random', 0, 30.0)
@@ -42,7 +43,7 @@ def test_table_rows_failures_random_and_thesis_column():
 
 
 def test_cached_feature_probe_is_named_in_the_table():
-  args = argparse.Namespace(config='configs/demo.py', override=[])
+  args = argparse.Namespace(config='configs/demo.py', override=[], grid=[])
   trained, random = report('trained', 300, 40.0), report('random', 0, 30.0)
   for r in (trained, random):
     r['linear_cached'] = r.pop('linear')
