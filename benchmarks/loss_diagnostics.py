@@ -159,12 +159,7 @@ def diagnose_workdir(workdir, batches):
   run = jax.jit(functools.partial(diagnose, config, model))
   results = {'loss': config.loss.name, 'batch_size': config.batch_size, 'steps': {}}
   for step in steps:
-    # the online classifier, when the run had one, is read (its shapes from the checkpoint) and
-    # dropped: the diagnosis does not use it
-    stored = manager.item_metadata(step).state.get('online', {})
-    online = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), stored,
-                          is_leaf=lambda x: hasattr(x, 'shape'))
-    state = train.restore_state(manager, fresh.replace(online=online), step).replace(online={})
+    state, _ = train.restore_state(manager, fresh, step)   # a stored online classifier is dropped
     _, stream = sources.pretrain_batches(examples, config, step, 0, 1)
     rows = [jax.device_get(run(state, next(stream))) for _ in range(batches)]
     results['steps'][step] = jax.tree.map(lambda *xs: float(np.mean(xs)), *rows)

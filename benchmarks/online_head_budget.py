@@ -4,11 +4,12 @@
         [--out benchmarks/results/online_head_budget.json]
 
 On a finished pretraining workdir: the final checkpoint's encoder is frozen, and fresh online
-heads (online_eval.init / train_head, the training job's own head, optimizer and lr) are trained
-on its features of the run's own pretraining stream (the same augmented two-view batches, step
-after step) for `multiples` × the run's steps, then evaluated on the test split (test transform)
-as the in-loop evaluation does. Next to them: the run's own online head (trained while the
-encoder moved) and the probe job's results in the workdir (probe.json), when present.
+heads (online_eval.init / train_head, the training job's own head, optimizer and lr), one plain
+and one with `online_eval.standardize`, are trained side by side on the same features of the
+run's own pretraining stream (the same augmented two-view batches, step after step) for
+`multiples` × the run's steps, then evaluated on the test split (test transform) as the in-loop
+evaluation does. Next to them: the run's own online head (trained while the encoder moved) and
+the probe job's results in the workdir (probe.json), when present.
 """
 import argparse
 import os
@@ -49,22 +50,31 @@ def main():
 
   multiples = sorted(int(m) for m in args.multiples.split(','))
   run_steps = train.total_steps(config, len(train_examples))
-  online = online_eval.init(config.online_eval, num_classes, test_x.shape[1], jax.random.key(0))
-  train_head = jax.jit(lambda o, x, y: online_eval.train_head(o, x, y, config.online_eval)[0])
+  head_configs = {}
+  for standardize in (False, True):
+    head_config = config.online_eval.copy_and_resolve_references()
+    head_config.standardize = standardize
+    head_configs['standardized' if standardize else 'plain'] = head_config
+  heads = {name: online_eval.init(c, num_classes, test_x.shape[1], jax.random.key(0))
+           for name, c in head_configs.items()}
+  train_heads = jax.jit(lambda heads, x, y: {
+      name: online_eval.train_head(heads[name], x, y, c)[0] for name, c in head_configs.items()})
   stream = input_pipeline.batches(input_pipeline.pretrain_dataset(
       train_examples, config, local_devices=1, labels=True))
   results = {'command': 'python ' + ' '.join(sys.argv), 'workdir': args.workdir,
              'loss': config.loss.name, 'run_steps': run_steps, 'checkpoint_step': step,
-             'frozen_final_encoder': {}}
+             'run_head_standardized': bool(config.online_eval.get('standardize', False)),
+             'frozen_final_encoder': {name: {} for name in head_configs}}
   for done, batch in enumerate(stream, start=1):
     x = jnp.concatenate([features(batch['view1']), features(batch['view2'])])
-    online = train_head(online, x, jnp.concatenate([batch['label'], batch['label']]))
+    heads = train_heads(heads, x, jnp.concatenate([batch['label'], batch['label']]))
     if done % run_steps == 0 and done // run_steps in multiples:
-      logits = online_eval.head(num_classes).apply({'params': online['params']}, test_x)
-      top1 = evaluation.topk_accuracy(np.asarray(logits), test_y)['top1']
-      results['frozen_final_encoder'][done] = top1
-      print(f'online head on the frozen final encoder, {done} steps: test top-1 {top1:.2f} %',
-            flush=True)
+      for name, head_config in head_configs.items():
+        logits = np.asarray(online_eval.logits(heads[name], test_x, head_config))
+        top1 = evaluation.topk_accuracy(logits, test_y)['top1']
+        results['frozen_final_encoder'][name][done] = top1
+        print(f'{name} online head on the frozen final encoder, {done} steps: test top-1 '
+              f'{top1:.2f} %', flush=True)
       if done // run_steps == multiples[-1]:
         break
   scalars = plots.read_scalars(args.workdir, tags=('online/linear_top1',))

@@ -21,10 +21,35 @@ from infomax_jax import models
 PREFIX = 'online/'
 
 
-def head(num_classes):
-  """The classifier: nn.Linear's default initialisation, as solo-learn's."""
-  return nn.Dense(num_classes, kernel_init=models.pytorch_default_init,
-                  bias_init=lambda key, shape, dtype=jnp.float32: jnp.zeros(shape, dtype))
+# Momentum of the standardisation's running statistics: the encoder moves while the head trains,
+# so the evaluation's mean and variance follow the last ~10 steps' features.
+STANDARDIZE_MOMENTUM = 0.9
+
+
+class Head(nn.Module):
+  """The classifier: nn.Linear with its default initialisation (solo-learn's); with `standardize`,
+  first a BatchNorm without scale and bias (MAE's linear-probe head, He et al. 2022 App. A.2),
+  the in-step counterpart of the probe job's feature standardisation."""
+  num_classes: int
+  standardize: bool = False
+
+  @nn.compact
+  def __call__(self, features, train=False):
+    if self.standardize:
+      features = nn.BatchNorm(use_running_average=not train, use_scale=False, use_bias=False,
+                              momentum=STANDARDIZE_MOMENTUM, epsilon=1e-6,
+                              name='standardize')(features)
+    return nn.Dense(self.num_classes, kernel_init=models.pytorch_default_init,
+                    bias_init=lambda key, shape, dtype=jnp.float32: jnp.zeros(shape, dtype),
+                    name='linear')(features)
+
+
+def _head(online, online_config):
+  return Head(online['params']['linear']['bias'].shape[0], online_config.standardize)
+
+
+def _variables(online):
+  return {k: online[k] for k in ('params', 'batch_stats') if k in online}
 
 
 def optimizer(online_config):
@@ -33,27 +58,36 @@ def optimizer(online_config):
 
 
 def init(online_config, num_classes, feature_dim, rng):
-  """TrainState.online: {'params', 'opt_state'} of a fresh head."""
-  params = head(num_classes).init(rng, jnp.zeros((1, feature_dim), jnp.float32))['params']
-  return {'params': params, 'opt_state': optimizer(online_config).init(params)}
+  """TrainState.online: {'params', 'opt_state'} of a fresh head, and 'batch_stats' with
+  `standardize`."""
+  variables = Head(num_classes, online_config.standardize).init(
+      rng, jnp.zeros((1, feature_dim), jnp.float32))
+  return {**variables, 'opt_state': optimizer(online_config).init(variables['params'])}
+
+
+def logits(online, features, online_config):
+  """The head's logits for `features` [n, d] (evaluation: running statistics)."""
+  return _head(online, online_config).apply(_variables(online), features)
 
 
 def train_head(online, features, labels, online_config):
   """One SGD step of the head on stop-gradient features [2b, d] of both views and their labels
   [2b]; returns (online, metrics)."""
   features = jax.lax.stop_gradient(features.astype(jnp.float32))
-  num_classes = online['params']['bias'].shape[0]
+  head = _head(online, online_config)
 
   def loss_fn(params):
-    logits = head(num_classes).apply({'params': params}, features)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, logits
+    out, updated = head.apply({**_variables(online), 'params': params}, features, train=True,
+                              mutable=['batch_stats'])
+    loss = optax.softmax_cross_entropy_with_integer_labels(out, labels).mean()
+    return loss, (out, updated)
 
-  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(online['params'])
+  (loss, (out, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(online['params'])
   updates, opt_state = optimizer(online_config).update(grads, online['opt_state'],
                                                        online['params'])
-  accuracy = jnp.mean(jnp.argmax(logits, -1) == labels) * 100
-  return ({'params': optax.apply_updates(online['params'], updates), 'opt_state': opt_state},
+  accuracy = jnp.mean(jnp.argmax(out, -1) == labels) * 100
+  return ({**online, **updated, 'params': optax.apply_updates(online['params'], updates),
+           'opt_state': opt_state},
           {PREFIX + 'train_loss': loss, PREFIX + 'train_top1': accuracy})
 
 
@@ -121,10 +155,9 @@ class Evaluator:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     test_x, test_y = self.features(variables, 'test')
     bank_x, bank_y = self.features(variables, 'bank')
-    logits = np.asarray(head(self.num_classes).apply({'params': state.online['params']},
-                                                     test_x))
+    scores = np.asarray(logits(state.online, test_x, self.online))
     results = {f'{PREFIX}linear_{k}': v
-               for k, v in self._evaluation.topk_accuracy(logits, test_y).items()}
+               for k, v in self._evaluation.topk_accuracy(scores, test_y).items()}
     ks = tuple(self.online.knn_k)
     similarities, indices = self._knn.neighbours(bank_x, test_x, max(ks),
                                                  self.config.probe.knn.chunk_size)

@@ -279,13 +279,27 @@ def checkpoint_manager(workdir, config=None, read_only=False):
                                item_handlers={'state': ocp.PyTreeCheckpointHandler()})
 
 
-def restore_state(manager, abstract_state, step=None):
-  """The TrainState of `step` (default: latest), placed like `abstract_state`."""
+def restore_state(manager, state, step=None, validate=False):
+  """(TrainState of checkpoint `step` (default: latest) placed like `state`, whether the checkpoint
+  holds an online classifier of `state`'s kind). The classifier is optional on both sides: `state`
+  keeps its fresh head unless the checkpoint has one of the same shapes; a stored head that `state`
+  lacks or does not match is read (shapes from the checkpoint) and dropped. `validate`: first
+  check every other array's shape against `state`'s, with a one-line error."""
   step = manager.latest_step() if step is None else step
-  args = ocp.args.PyTreeRestore(   # partial: the checkpoint may hold more (an online classifier)
-      abstract_state, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+  sharding = jax.tree.leaves(state.params)[0].sharding
+  stored = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                        manager.item_metadata(step).state.get('online', {}),
+                        is_leaf=lambda x: hasattr(x, 'shape'))
+  same_head = bool(state.online) and (validation.leaf_shapes(stored) ==
+                                      validation.leaf_shapes(state.online))
+  template = state.replace(online=state.online if same_head else stored)
+  if validate:
+    validation.validate_checkpoint(template, manager)
+  args = ocp.args.PyTreeRestore(
+      template, restore_args=ocp.checkpoint_utils.construct_restore_args(template),
       partial_restore=True)
-  return manager.restore(step, args=ocp.args.Composite(state=args)).state
+  restored = manager.restore(step, args=ocp.args.Composite(state=args)).state
+  return restored.replace(online=restored.online if same_head else state.online), same_head
 
 
 def save_state(manager, state):
@@ -400,25 +414,10 @@ def train_and_evaluate(config, workdir):
                       jax.random.key(config.seed))
   manager = checkpoint_manager(workdir, config)
   if manager.latest_step() is not None:
-    # The online classifier is optional in a checkpoint: a run that adds it starts a fresh head,
-    # a run without it ignores a stored one.
-    stored = manager.item_metadata(manager.latest_step()).state.get('online', {})
-    has_online = bool(jax.tree.leaves(stored))
-    fresh_online = state.online
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    # what to read: this run's head if both have one, the stored one's shapes (then dropped) if
-    # only the checkpoint has one
-    read_online = state.online if state.online else jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated), stored,
-        is_leaf=lambda x: hasattr(x, 'shape'))
-    validation.validate_checkpoint(state.replace(online=read_online if has_online else {}),
-                                   manager)
-    state = restore_state(manager, state.replace(online=read_online if has_online else {}))
-    state = state.replace(online=state.online if fresh_online else {})
-    if fresh_online and not has_online:
-      state = state.replace(online=fresh_online)
-      say(f'the checkpoint has no online classifier: a fresh one trains from step '
-          f'{int(state.step)}')
+    state, same_head = restore_state(manager, state, validate=True)
+    if state.online and not same_head:
+      say(f'the checkpoint has no online classifier of this config\'s kind: a fresh one trains '
+          f'from step {int(state.step)}')
     say(f'resumed from step {int(state.step)} of {workdir}')
   start = int(state.step)
 

@@ -123,16 +123,20 @@ def _names(path):
   return tuple(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
 
 
+def leaf_shapes(tree):
+  """{path names: shape} of every array (or array metadata) in `tree`."""
+  return {_names(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]}
+
+
 def validate_checkpoint(abstract_state, manager):
   """The latest checkpoint must hold arrays of the shapes this config builds."""
   step = manager.latest_step()
   where = f'checkpoint {manager.directory}/{step} does not match the config'
-  stored = {_names(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(
-      manager.item_metadata(step).state, is_leaf=lambda x: hasattr(x, 'shape'))[0]}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
-    name = '/'.join(_names(path))
-    if _names(path) not in stored:
+  stored = leaf_shapes(manager.item_metadata(step).state)
+  for names, shape in leaf_shapes(abstract_state).items():
+    name = '/'.join(names)
+    if names not in stored:
       raise ValueError(f'{where}: it has no {name}')
-    if tuple(stored[_names(path)].shape) != tuple(np.shape(leaf)):
-      raise ValueError(f'{where}: {name} is {tuple(stored[_names(path)].shape)}, the config '
-                       f'builds {tuple(np.shape(leaf))}')
+    if stored[names] != shape:
+      raise ValueError(f'{where}: {name} is {stored[names]}, the config builds {shape}')

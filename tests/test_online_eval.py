@@ -58,7 +58,8 @@ def test_online_head_does_not_reach_the_encoder(sample):
       np.testing.assert_array_equal(a, b)
 
 
-def test_online_head_learns_a_linearly_separable_set():
+@pytest.mark.parametrize('standardize', [False, True])
+def test_online_head_learns_a_linearly_separable_set(standardize):
   rng = np.random.default_rng(0)
   centres = rng.normal(size=(5, 32)) * 3
 
@@ -66,14 +67,39 @@ def test_online_head_learns_a_linearly_separable_set():
     labels = rng.integers(0, 5, n)
     return (centres[labels] + rng.normal(size=(n, 32))).astype(np.float32), labels.astype(np.int32)
 
-  config = tiny_config().online_eval
+  config = tiny_config(**{'online_eval.standardize': standardize}).online_eval
   online = online_eval.init(config, 5, 32, jax.random.key(0))
+  assert ('batch_stats' in online) == standardize
   step = jax.jit(functools.partial(online_eval.train_head, online_config=config))
   for _ in range(200):
     online, metrics = step(online, *draw(64))
   x, y = draw(2000)
-  logits = x @ np.asarray(online['params']['kernel']) + np.asarray(online['params']['bias'])
+  logits = np.asarray(online_eval.logits(online, x, config))
   assert np.mean(np.argmax(logits, 1) == y) >= 0.995 and float(metrics['online/train_top1']) > 98
+
+
+def test_standardized_head_sees_standardized_features():
+  """With `standardize`, training normalises by the batch's mean and variance and evaluation by
+  their running averages (momentum 0.9): features shifted and scaled by any affine map of each
+  dimension give the same logits."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(256, 8)).astype(np.float32)
+  y = rng.integers(0, 3, 256).astype(np.int32)
+  shift, scale = rng.normal(size=8) * 10, np.exp(rng.normal(size=8))
+  config = tiny_config(**{'online_eval.standardize': True}).online_eval
+  heads = []
+  for features in (x, (x * scale + shift).astype(np.float32)):
+    online = online_eval.init(config, 3, 8, jax.random.key(0))
+    for _ in range(30):
+      online, _ = online_eval.train_head(online, features, y, config)
+    heads.append((online, features))
+  stats = heads[1][0]['batch_stats']['standardize']
+  np.testing.assert_allclose(stats['mean'], (1 - 0.9 ** 30) * (x * scale + shift).mean(0),
+                             rtol=1e-4)
+  # float32 rounding of the shifted features (|shift| up to 20) and eps = 1e-6 through 30 steps:
+  # measured 2.5e-5 (kernel entries up to 0.40); bound 10×
+  np.testing.assert_allclose(heads[0][0]['params']['linear']['kernel'],
+                             heads[1][0]['params']['linear']['kernel'], atol=2.5e-4)
 
 
 @pytest.mark.slow   # two meshes, each compiling the step and the evaluation, ~60 s
@@ -135,18 +161,26 @@ def test_evaluator_reports_in_the_progress_line_and_tensorboard(tmp_path, capsys
   assert (tmp_path / 'online.png').stat().st_size > 10_000
 
 
-@pytest.mark.slow   # four tiny runs, ~80 s
+@pytest.mark.slow   # six tiny runs, ~120 s
 def test_resume_adds_or_ignores_the_online_classifier(tmp_path, capsys):
-  """A checkpoint without the head resumes with a fresh one; a run without it ignores a stored
-  head."""
+  """A checkpoint without the head, or with a head of another kind (plain vs standardised),
+  resumes with a fresh one; a run without it ignores a stored head."""
   without, with_head = (tiny_config(**{'total_steps': 2}),
                         tiny_config(**{'online_eval.enabled': True}))
   train.train_and_evaluate(without, str(tmp_path / 'a'))
   state = train.train_and_evaluate(with_head, str(tmp_path / 'a'))
   assert int(state.step) == 4 and state.online['params']
-  assert 'the checkpoint has no online classifier: a fresh one trains from step 2' in (
-      capsys.readouterr().out)
+  fresh = "the checkpoint has no online classifier of this config's kind: a fresh one trains"
+  assert f'{fresh} from step 2' in capsys.readouterr().out
   train.train_and_evaluate(tiny_config(**{'online_eval.enabled': True, 'total_steps': 2}),
                            str(tmp_path / 'b'))
   state = train.train_and_evaluate(tiny_config(), str(tmp_path / 'b'))
   assert int(state.step) == 4 and not state.online
+  train.train_and_evaluate(tiny_config(**{'online_eval.enabled': True, 'total_steps': 2}),
+                           str(tmp_path / 'c'))
+  capsys.readouterr()
+  state = train.train_and_evaluate(
+      tiny_config(**{'online_eval.enabled': True, 'online_eval.standardize': True}),
+      str(tmp_path / 'c'))
+  assert int(state.step) == 4 and 'standardize' in state.online['batch_stats']
+  assert f'{fresh} from step 2' in capsys.readouterr().out
