@@ -69,8 +69,8 @@ def main():
     x = jnp.concatenate([features(batch['view1']), features(batch['view2'])])
     heads = train_heads(heads, x, jnp.concatenate([batch['label'], batch['label']]))
     if done % run_steps == 0 and done // run_steps in multiples:
-      for name, head_config in head_configs.items():
-        logits = np.asarray(online_eval.logits(heads[name], test_x, head_config))
+      for name in head_configs:
+        logits = np.asarray(online_eval.logits(heads[name], test_x))
         top1 = evaluation.topk_accuracy(logits, test_y)['top1']
         results['frozen_final_encoder'][name][done] = top1
         print(f'{name} online head on the frozen final encoder, {done} steps: test top-1 '

@@ -44,8 +44,9 @@ class Head(nn.Module):
                     name='linear')(features)
 
 
-def _head(online, online_config):
-  return Head(online['params']['linear']['bias'].shape[0], online_config.standardize)
+def _head(online):
+  """The Head whose state `online` is (standardised iff it carries statistics)."""
+  return Head(online['params']['linear']['bias'].shape[0], 'batch_stats' in online)
 
 
 def _variables(online):
@@ -65,16 +66,16 @@ def init(online_config, num_classes, feature_dim, rng):
   return {**variables, 'opt_state': optimizer(online_config).init(variables['params'])}
 
 
-def logits(online, features, online_config):
+def logits(online, features):
   """The head's logits for `features` [n, d] (evaluation: running statistics)."""
-  return _head(online, online_config).apply(_variables(online), features)
+  return _head(online).apply(_variables(online), features)
 
 
 def train_head(online, features, labels, online_config):
   """One SGD step of the head on stop-gradient features [2b, d] of both views and their labels
   [2b]; returns (online, metrics)."""
   features = jax.lax.stop_gradient(features.astype(jnp.float32))
-  head = _head(online, online_config)
+  head = _head(online)
 
   def loss_fn(params):
     out, updated = head.apply({**_variables(online), 'params': params}, features, train=True,
@@ -155,7 +156,7 @@ class Evaluator:
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     test_x, test_y = self.features(variables, 'test')
     bank_x, bank_y = self.features(variables, 'bank')
-    scores = np.asarray(logits(state.online, test_x, self.online))
+    scores = np.asarray(logits(state.online, test_x))
     results = {f'{PREFIX}linear_{k}': v
                for k, v in self._evaluation.topk_accuracy(scores, test_y).items()}
     ks = tuple(self.online.knn_k)

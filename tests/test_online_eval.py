@@ -74,7 +74,7 @@ def test_online_head_learns_a_linearly_separable_set(standardize):
   for _ in range(200):
     online, metrics = step(online, *draw(64))
   x, y = draw(2000)
-  logits = np.asarray(online_eval.logits(online, x, config))
+  logits = np.asarray(online_eval.logits(online, x))
   assert np.mean(np.argmax(logits, 1) == y) >= 0.995 and float(metrics['online/train_top1']) > 98
 
 
