@@ -407,6 +407,66 @@ def test_emi_invariant_to_invertible_linear_map():
   np.testing.assert_allclose(after, before, rtol=1e-4)
 
 
+def exchangeable_views(x, y, rng):
+  """Pairings whose batch statistics are exchangeable: (z1, t2) holds every pair both ways round,
+  so C_11 = C_22 and C_12 is symmetric; (z2, t1) likewise."""
+  other = rng.normal(size=x.shape)
+  return {'z1': np.concatenate([x, y]), 't2': np.concatenate([y, x]),
+          'z2': np.concatenate([x, other]), 't1': np.concatenate([other, x])}
+
+
+def test_emi_sum_difference_equals_theorem_1_for_exchangeable_views():
+  """joint='sum_difference': logdet C = logdet Cov(z+t) + logdet Cov(z−t) − 2P log 2 when the
+  pairing is exchangeable, so both joints give the same exact I, and the same Taylor I at equal
+  order up to the series' truncation."""
+  rng = np.random.default_rng(12)
+  x = rng.normal(size=(2048, 6))
+  y = 0.7 * x @ rng.normal(size=(6, 6)) + rng.normal(size=x.shape)
+  views = exchangeable_views(x, y, rng)
+  theorem = emi_mi(views, logdet='exact', lam=0.0)
+  sum_difference = emi_mi(views, logdet='exact', lam=0.0, joint='sum_difference')
+  assert theorem[0] > 0.1   # pairing b draws an independent partner: I ≈ 0
+  np.testing.assert_allclose(sum_difference, theorem, rtol=1e-4)
+
+
+def test_emi_sum_difference_zero_without_cross_covariance():
+  """Exchangeable, uncorrelated pairing (orthonormal centred columns): I = 0 for both evaluators
+  (2ε and the scale 2c on the sum/difference blocks keep the Taylor I exactly 0)."""
+  rng = np.random.default_rng(13)
+  n, dim = 1024, 4
+  x = rng.normal(size=(n, 3 * dim))
+  basis = np.linalg.qr(x - x.mean(0))[0] * np.sqrt(n)
+  a, b, c = basis[:, :dim], basis[:, dim:2 * dim], basis[:, 2 * dim:]
+  views = {'z1': np.concatenate([a, b]), 't2': np.concatenate([b, a]),
+           'z2': np.concatenate([a, c]), 't1': np.concatenate([c, a])}
+  for logdet in ('exact', 'taylor'):
+    np.testing.assert_allclose(emi_mi(views, logdet=logdet, lam=0.0, joint='sum_difference'),
+                               0.0, atol=1e-4)
+
+
+def test_emi_sum_difference_not_invariant_to_a_map_of_one_view():
+  """Theorem 1's I ignores a rescaling of z alone; the sum/difference I falls, since z no longer
+  matches t in its own coordinates."""
+  rng = np.random.default_rng(14)
+  x = rng.normal(size=(1024, 6))
+  views = exchangeable_views(x, x + 0.3 * rng.normal(size=x.shape), rng)
+  scaled = {**views, 'z1': 3.0 * views['z1']}
+  for joint, changes in (('concatenated', False), ('sum_difference', True)):
+    before = emi_mi(views, logdet='exact', lam=0.0, eps=0.0, joint=joint)[0]
+    after = emi_mi(scaled, logdet='exact', lam=0.0, eps=0.0, joint=joint)[0]
+    if changes:
+      assert after < before - 0.5
+    else:
+      np.testing.assert_allclose(after, before, rtol=1e-4)
+
+
+def test_emi_rejects_unknown_joint():
+  views = random_views(15, 16, 4)
+  config = config_of('emi', joint='stacked')
+  with pytest.raises(ValueError, match="unknown loss.joint 'stacked'"):
+    emi.loss_fn(views, emi.init_state(4, config), config)
+
+
 def test_emi_power_iteration_tracks_top_eigenvalue():
   """λ̂_max (EMA of warm-started power iterations) within 1 % of eigvalsh after warm-up."""
   rng = np.random.default_rng(10)
@@ -524,6 +584,7 @@ def test_minc_does_not_collapse_where_spectral_does_not():
 
 
 VARIANTS = [('corinfomax', {}), ('emi', {}), ('emi', {'logdet': 'exact'}),
+            ('emi', {'joint': 'sum_difference'}),
             ('minc', {}), ('minc', {'form': 'gha', 'target': 'online'}), ('spectral', {}),
             ('vicreg', {}), ('barlow', {}), ('simclr', {}), ('byol', {}), ('simsiam', {}),
             ('mocov2', {'queue_size': 128}), ('wmse', {'w_size': 16})]
