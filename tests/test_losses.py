@@ -416,9 +416,8 @@ def exchangeable_views(x, y, rng):
 
 
 def test_emi_sum_difference_equals_theorem_1_for_exchangeable_views():
-  """joint='sum_difference': logdet C = logdet Cov(z+t) + logdet Cov(z−t) − 2P log 2 when the
-  pairing is exchangeable, so both joints give the same exact I, and the same Taylor I at equal
-  order up to the series' truncation."""
+  """joint='sum_difference': logdet C = logdet Cov((z+t)/√2) + logdet Cov((z−t)/√2) when the
+  pairing is exchangeable, so both joints give the same exact I."""
   rng = np.random.default_rng(12)
   x = rng.normal(size=(2048, 6))
   y = 0.7 * x @ rng.normal(size=(6, 6)) + rng.normal(size=x.shape)
@@ -431,7 +430,7 @@ def test_emi_sum_difference_equals_theorem_1_for_exchangeable_views():
 
 def test_emi_sum_difference_zero_without_cross_covariance():
   """Exchangeable, uncorrelated pairing (orthonormal centred columns): I = 0 for both evaluators
-  (2ε and the scale 2c on the sum/difference blocks keep the Taylor I exactly 0)."""
+  (the rotated blocks equal the diagonal ones, so the Taylor I is exactly 0 too)."""
   rng = np.random.default_rng(13)
   n, dim = 1024, 4
   x = rng.normal(size=(n, 3 * dim))
