@@ -4,12 +4,13 @@
         [--out benchmarks/results/online_head_budget.json]
 
 On a finished pretraining workdir: the final checkpoint's encoder is frozen, and fresh online
-heads (online_eval.init / train_head, the training job's own head, optimizer and lr), one plain
-and one with `online_eval.standardize`, are trained side by side on the same features of the
-run's own pretraining stream (the same augmented two-view batches, step after step) for
-`multiples` × the run's steps, then evaluated on the test split (test transform) as the in-loop
-evaluation does. Next to them: the run's own online head (trained while the encoder moved) and
-the probe job's results in the workdir (probe.json), when present.
+heads (online_eval.init / train_head, the training job's own head and optimizer) -- plain at a
+constant lr, with `online_eval.standardize` at a constant lr, and standardised at the cosine lr
+(`online_eval.lr_schedule`, decaying over the head's own steps) -- are trained side by side on
+the same features of the run's own pretraining stream (the same augmented two-view batches,
+step after step) for `multiples` × the run's steps, then evaluated on the test split (test
+transform) as the in-loop evaluation does. Next to them: the run's own online head (trained while
+the encoder moved) and the probe job's results in the workdir (probe.json), when present.
 """
 import argparse
 import os
@@ -50,27 +51,32 @@ def main():
 
   multiples = sorted(int(m) for m in args.multiples.split(','))
   run_steps = train.total_steps(config, len(train_examples))
-  head_configs = {}
-  for standardize in (False, True):
-    head_config = config.online_eval.copy_and_resolve_references()
-    head_config.standardize = standardize
-    head_configs['standardized' if standardize else 'plain'] = head_config
-  heads = {name: online_eval.init(c, num_classes, test_x.shape[1], jax.random.key(0))
-           for name, c in head_configs.items()}
-  train_heads = jax.jit(lambda heads, x, y: {
-      name: online_eval.train_head(heads[name], x, y, c)[0] for name, c in head_configs.items()})
+  variants = {'plain, constant lr': (False, 'constant'),
+              'standardized, constant lr': (True, 'constant'),
+              'standardized, cosine lr': (True, 'cosine')}
+  head_configs = {}   # (variant, multiple): config; each head's schedule spans its own steps
+  for name, (standardize, lr_schedule) in variants.items():
+    for multiple in multiples:
+      head_config = config.online_eval.copy_and_resolve_references()
+      head_config.standardize, head_config.lr_schedule = standardize, lr_schedule
+      head_configs[name, multiple] = head_config
+  heads = {key: online_eval.init(c, num_classes, test_x.shape[1], jax.random.key(0))
+           for key, c in head_configs.items()}
+  train_heads = jax.jit(lambda heads, x, y, step: {
+      key: online_eval.train_head(heads[key], x, y, c, step=step, num_steps=key[1] * run_steps)[0]
+      for key, c in head_configs.items()})
   stream = input_pipeline.batches(input_pipeline.pretrain_dataset(
       train_examples, config, local_devices=1, labels=True))
   results = {'command': 'python ' + ' '.join(sys.argv), 'workdir': args.workdir,
              'loss': config.loss.name, 'run_steps': run_steps, 'checkpoint_step': step,
-             'run_head_standardized': bool(config.online_eval.get('standardize', False)),
-             'frozen_final_encoder': {name: {} for name in head_configs}}
+             'run_head': {k: config.online_eval.get(k) for k in ('standardize', 'lr_schedule')},
+             'frozen_final_encoder': {name: {} for name in variants}}
   for done, batch in enumerate(stream, start=1):
     x = jnp.concatenate([features(batch['view1']), features(batch['view2'])])
-    heads = train_heads(heads, x, jnp.concatenate([batch['label'], batch['label']]))
+    heads = train_heads(heads, x, jnp.concatenate([batch['label'], batch['label']]), done - 1)
     if done % run_steps == 0 and done // run_steps in multiples:
-      for name in head_configs:
-        logits = np.asarray(online_eval.logits(heads[name], test_x))
+      for name in variants:
+        logits = np.asarray(online_eval.logits(heads[name, done // run_steps], test_x))
         top1 = evaluation.topk_accuracy(logits, test_y)['top1']
         results['frozen_final_encoder'][name][done] = top1
         print(f'{name} online head on the frozen final encoder, {done} steps: test top-1 '

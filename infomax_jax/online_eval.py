@@ -53,9 +53,21 @@ def _variables(online):
   return {k: online[k] for k in ('params', 'batch_stats') if k in online}
 
 
-def optimizer(online_config):
-  """SGD with momentum and no weight decay, constant lr (solo-learn's classifier_lr 0.1)."""
-  return optax.sgd(online_config.lr, online_config.momentum)
+LR_SCHEDULES = ('cosine', 'constant')
+
+
+def learning_rate(online_config, step, num_steps):
+  """The head's lr at `step` of the run's `num_steps`: `lr` (solo-learn's classifier_lr 0.1)
+  decayed to 0 by a half cosine over the run (`lr_schedule='cosine'`; solo-learn's classifier
+  follows the run's warm-up + cosine schedule, the head here skips the warm-up), or constant."""
+  if online_config.lr_schedule == 'constant':
+    return jnp.asarray(online_config.lr, jnp.float32)
+  return optax.cosine_decay_schedule(online_config.lr, num_steps)(step)
+
+
+def optimizer(online_config, lr):
+  """SGD with momentum and no weight decay at the rate `lr` (its state does not depend on it)."""
+  return optax.sgd(lr, online_config.momentum)
 
 
 def init(online_config, num_classes, feature_dim, rng):
@@ -63,7 +75,8 @@ def init(online_config, num_classes, feature_dim, rng):
   `standardize`."""
   variables = Head(num_classes, online_config.standardize).init(
       rng, jnp.zeros((1, feature_dim), jnp.float32))
-  return {**variables, 'opt_state': optimizer(online_config).init(variables['params'])}
+  return {**variables,
+          'opt_state': optimizer(online_config, online_config.lr).init(variables['params'])}
 
 
 def logits(online, features):
@@ -71,9 +84,9 @@ def logits(online, features):
   return _head(online).apply(_variables(online), features)
 
 
-def train_head(online, features, labels, online_config):
-  """One SGD step of the head on stop-gradient features [2b, d] of both views and their labels
-  [2b]; returns (online, metrics)."""
+def train_head(online, features, labels, online_config, *, step, num_steps):
+  """One SGD step (at `learning_rate(online_config, step, num_steps)`) of the head on
+  stop-gradient features [2b, d] of both views and their labels [2b]; returns (online, metrics)."""
   features = jax.lax.stop_gradient(features.astype(jnp.float32))
   head = _head(online)
 
@@ -84,12 +97,13 @@ def train_head(online, features, labels, online_config):
     return loss, (out, updated)
 
   (loss, (out, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(online['params'])
-  updates, opt_state = optimizer(online_config).update(grads, online['opt_state'],
-                                                       online['params'])
+  lr = learning_rate(online_config, step, num_steps)
+  updates, opt_state = optimizer(online_config, lr).update(grads, online['opt_state'],
+                                                           online['params'])
   accuracy = jnp.mean(jnp.argmax(out, -1) == labels) * 100
   return ({**online, **updated, 'params': optax.apply_updates(online['params'], updates),
            'opt_state': opt_state},
-          {PREFIX + 'train_loss': loss, PREFIX + 'train_top1': accuracy})
+          {PREFIX + 'train_loss': loss, PREFIX + 'train_top1': accuracy, PREFIX + 'lr': lr})
 
 
 def host_shard(examples, process_index, process_count):

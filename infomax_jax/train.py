@@ -220,7 +220,8 @@ def train_step(state, batch, *, model, tx, config, num_steps):
   online = state.online
   if online:
     online, online_metrics = online_eval.train_head(
-        online, features, jnp.concatenate([batch['label'], batch['label']]), config.online_eval)
+        online, features, jnp.concatenate([batch['label'], batch['label']]), config.online_eval,
+        step=state.step, num_steps=num_steps)
     metrics.update(online_metrics)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)

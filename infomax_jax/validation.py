@@ -5,6 +5,7 @@ import numpy as np
 from infomax_jax import sources
 from infomax_jax import losses
 from infomax_jax import models
+from infomax_jax import online_eval
 
 OPTIMIZERS = ('sgd', 'lars', 'adam')   # train.make_optimizer
 
@@ -48,6 +49,9 @@ def validate_config(config):
   if online and online.enabled:
     _require(online.lr > 0 and online.every_steps >= 0 and online.every_epochs > 0,
              'online_eval needs lr > 0, every_steps >= 0 and every_epochs > 0')
+    _require(online.lr_schedule in online_eval.LR_SCHEDULES,
+             f'online_eval.lr_schedule={online.lr_schedule!r} is not one of '
+             f'{", ".join(online_eval.LR_SCHEDULES)}')
     _require(online.bank_size == 0 or online.bank_size >= max(online.knn_k),
              f'online_eval.bank_size={online.bank_size} is smaller than the largest k '
              f'{max(online.knn_k)}')

@@ -12,6 +12,7 @@ from infomax_jax import input_pipeline
 from infomax_jax import models
 from infomax_jax import online_eval
 from infomax_jax import train
+from infomax_jax import validation
 from tests.tiny import tiny_config
 
 
@@ -52,6 +53,8 @@ def test_online_head_does_not_reach_the_encoder(sample):
       state, metrics = step(state, batch)
     states[num_classes] = jax.device_get(state)
   assert 'online/train_loss' in metrics and states[10].online and not states[0].online
+  # the second step (step 1 of num_steps=4) trained the head at the cosine's lr·(1 + cos(π/4))/2
+  np.testing.assert_allclose(metrics['online/lr'], 0.1 * (1 + np.cos(np.pi / 4)) / 2, rtol=1e-6)
   for field in ('params', 'batch_stats', 'loss_state'):
     for a, b in zip(jax.tree.leaves(getattr(states[0], field)),
                     jax.tree.leaves(getattr(states[10], field))):
@@ -70,12 +73,25 @@ def test_online_head_learns_a_linearly_separable_set(standardize):
   config = tiny_config(**{'online_eval.standardize': standardize}).online_eval
   online = online_eval.init(config, 5, 32, jax.random.key(0))
   assert ('batch_stats' in online) == standardize
-  step = jax.jit(functools.partial(online_eval.train_head, online_config=config))
-  for _ in range(200):
-    online, metrics = step(online, *draw(64))
+  step = jax.jit(functools.partial(online_eval.train_head, online_config=config, num_steps=200))
+  for i in range(200):
+    online, metrics = step(online, *draw(64), step=i)
   x, y = draw(2000)
   logits = np.asarray(online_eval.logits(online, x))
   assert np.mean(np.argmax(logits, 1) == y) >= 0.995 and float(metrics['online/train_top1']) > 98
+
+
+def test_head_learning_rate_follows_its_schedule():
+  """'cosine': lr at step 0, half of it midway, 0 at the run's end; 'constant': lr throughout;
+  an unknown schedule is a one-line config error."""
+  config = tiny_config(**{'online_eval.lr': 0.3}).online_eval
+  rate = jax.jit(functools.partial(online_eval.learning_rate, config, num_steps=100))
+  np.testing.assert_allclose([rate(s) for s in (0, 50, 100)], [0.3, 0.15, 0.0], atol=1e-7)
+  config.lr_schedule = 'constant'
+  np.testing.assert_allclose([online_eval.learning_rate(config, s, 100) for s in (0, 99)], 0.3)
+  with pytest.raises(ValueError, match='online_eval.lr_schedule=.linear. is not one of cosine'):
+    validation.validate_config(tiny_config(**{'online_eval.enabled': True,
+                                            'online_eval.lr_schedule': 'linear'}))
 
 
 def test_standardized_head_sees_standardized_features():
@@ -90,8 +106,8 @@ def test_standardized_head_sees_standardized_features():
   heads = []
   for features in (x, (x * scale + shift).astype(np.float32)):
     online = online_eval.init(config, 3, 8, jax.random.key(0))
-    for _ in range(30):
-      online, _ = online_eval.train_head(online, features, y, config)
+    for i in range(30):
+      online, _ = online_eval.train_head(online, features, y, config, step=i, num_steps=30)
     heads.append((online, features))
   stats = heads[1][0]['batch_stats']['standardize']
   np.testing.assert_allclose(stats['mean'], (1 - 0.9 ** 30) * (x * scale + shift).mean(0),
