@@ -478,6 +478,8 @@ def batches(dataset):
   names it."""
   try:
     yield from dataset.as_numpy_iterator()
+  except GeneratorExit:   # a consumer that stops early; also at exit, when `tf` may be gone
+    raise
   except tf.errors.OpError as e:   # decoding, a missing file, a failed read
     found = re.search(rf'\[{_UNREADABLE}\] \[(.*)\]', e.message)
     if found:

@@ -2,6 +2,8 @@
 import io
 import math
 import os
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -115,6 +117,26 @@ def test_corrupt_jpeg_in_folder_names_the_file(tmp_path, cache, corruption):
     input_pipeline.load_split(config.data, 'test')
   assert str(error.value) == (
       f'corrupt or unreadable image: {os.path.join(root, "test", "dog", "broken.jpg")}')
+
+
+def test_stream_left_open_at_exit_prints_nothing(tmp_path):
+  """A consumer that stops early and exits without closing the stream (a benchmark's `break`):
+  the generator's finalizer ran after TensorFlow's module was torn down and printed an
+  AttributeError traceback."""
+  script = tmp_path / 'stop_early.py'
+  script.write_text(
+      'from infomax_jax import input_pipeline\n'
+      'from tests.tiny import tiny_config\n'
+      'config = tiny_config()\n'
+      'examples = input_pipeline.load_split(config.data, "test")\n'
+      'dataset = input_pipeline.pretrain_dataset(examples, config, local_devices=1)\n'
+      'stream = input_pipeline.batches(dataset)\n'
+      'print(next(stream)["view1"].shape)\n')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=root,
+                        env={**os.environ, 'PYTHONPATH': root}, timeout=300, check=True)
+  assert done.stdout.strip().endswith('(16, 16, 16, 3)')
+  assert 'Traceback' not in done.stderr and 'Exception ignored' not in done.stderr, done.stderr
 
 
 def test_corrupt_member_of_archive_names_the_member(tmp_path):
