@@ -36,6 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from infomax_jax import losses  # pylint: disable=g-import-not-at-top,wrong-import-position
+from infomax_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Thesis Table 5.1 (TRAINING.md): linear-probe top-1 %, by data set of the config file.
 THESIS_TABLE_5_1 = {
@@ -161,9 +162,19 @@ def latest(report, evaluation, encoder):
   return runs[max(runs, key=int)] if runs else None
 
 
-def table(args, rows, random_report):
+def environment(workdir):
+  """The host of the run's latest start (environment.json, written by the training job)."""
+  path = os.path.join(workdir, train.ENVIRONMENT)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)[-1]
+
+
+def table(args, rows, random_report, environments=None):
   """(results dict, markdown) of the rows {row name: (report, seconds, error)} and the random
-  baseline; a row name is the loss, followed by its grid point's values in a sweep."""
+  baseline; a row name is the loss, followed by its grid point's values in a sweep. Each row of
+  the results dict carries its run's host (`environments`: row name → environment())."""
   name = os.path.basename(args.config)[:-3]
   dataset = DATASET_OF_CONFIG.get(name, name)
   thesis = THESIS_TABLE_5_1.get(dataset, {})
@@ -183,7 +194,8 @@ def table(args, rows, random_report):
       result = None if error else latest(report, evaluation, encoder)
       values[title] = None if result is None else round(result[metric], 2)
     results['rows'][method] = dict(values, pretrain_seconds=round(seconds, 1),
-                                   thesis_top1=thesis.get(loss), error=error)
+                                   thesis_top1=thesis.get(loss), error=error,
+                                   environment=(environments or {}).get(method))
     if error:
       cells = [method, f'stopped: {error.removeprefix("error: ")}'] + [''] * (len(shown) - 1)
     else:
@@ -218,15 +230,21 @@ def main():
     raise SystemExit(f'error: config file not found: {args.config}')
   os.makedirs(args.root, exist_ok=True)
 
-  rows, random_report, trained = {}, None, []
+  rows, random_report, trained, environments = {}, None, [], {}
   for loss in names:
     for point in points:
       row = rows[row_name(loss, point)] = pretrain_and_probe(args, loss, point,
                                                              with_random=random_report is None)
       random_report = random_report or row[0]
+      workdir = os.path.join(args.root, workdir_name(loss, point))
+      environments[row_name(loss, point)] = environment(workdir)
       if not row[2]:
-        trained.append(os.path.join(args.root, workdir_name(loss, point)))
-  results, markdown = table(args, rows, random_report)
+        trained.append(workdir)
+  results, markdown = table(args, rows, random_report, environments)
+  hosts = {(e['cpu'], ' '.join(e['cpu_isa']), e['backend'], e['jax'])
+           for e in environments.values() if e}
+  markdown += ''.join(f'\npretrained on {cpu} ({isa or "no listed ISA"}), {backend}, jax {version}\n'
+                      for cpu, isa, backend, version in sorted(hosts))
   with open(os.path.join(args.root, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
   with open(os.path.join(args.root, 'results.md'), 'w') as f:

@@ -4,8 +4,11 @@ One jitted step runs over a mesh of every device of every host with the batch sh
 'data'; jit sees the global batch, so BatchNorm statistics and every loss statistic (means,
 covariances, negatives) are over the global batch.
 """
+import datetime
 import functools
+import json
 import os
+import platform
 import re
 import signal
 import threading
@@ -271,6 +274,40 @@ def workdir_path(workdir):
   return epath.Path(workdir if '://' in workdir else os.path.abspath(workdir))
 
 
+# CPU instruction sets that change XLA's kernels, hence float32 rounding (docs/reliability.md).
+ISA_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'sve', 'sve2')
+ENVIRONMENT = 'environment.json'   # one entry per start of the training job
+
+
+def host_environment():
+  """What a run's numbers depend on beyond the config: library versions, devices and the host
+  CPU with its instruction sets (float32 results repeat on one CPU type, not across types)."""
+  model, flags = platform.processor() or platform.machine(), set()
+  if os.path.exists('/proc/cpuinfo'):
+    with open('/proc/cpuinfo') as f:
+      info = dict(line.split(':', 1) for line in f.read().split('\n\n')[0].splitlines()
+                  if ':' in line)
+    info = {key.strip(): value.strip() for key, value in info.items()}
+    model = info.get('model name', model)
+    flags = set((info.get('flags') or info.get('Features', '')).split())
+  device = jax.devices()[0]
+  return {'jax': jax.__version__, 'flax': flax.__version__, 'optax': optax.__version__,
+          'backend': jax.default_backend(), 'device_kind': device.device_kind,
+          'devices': jax.device_count(), 'processes': jax.process_count(), 'cpu': model,
+          'cpu_isa': [name for name in ISA_FLAGS if name in flags],
+          'xla_flags': os.environ.get('XLA_FLAGS', '')}
+
+
+def record_environment(workdir, start_step):
+  """Appends this start's host_environment() to <workdir>/environment.json."""
+  path = workdir_path(workdir) / ENVIRONMENT
+  entries = json.loads(path.read_text()) if path.exists() else []
+  entries.append({'start_step': start_step,
+                  'time': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+                  **host_environment()})
+  path.write_text(json.dumps(entries, indent=2))
+
+
 def checkpoint_manager(workdir, config=None, read_only=False):
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.keep_checkpoints if config else None, create=not read_only,
@@ -428,6 +465,8 @@ def train_and_evaluate(config, workdir):
   if start >= num_steps:
     say(f'training already complete: step {start} of {num_steps} is saved in {workdir}')
     return state
+  if is_main:
+    record_environment(workdir, start)
 
   batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
   shapes, batches = sources.pretrain_batches(examples, config, start, jax.process_index(),

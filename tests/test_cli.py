@@ -198,7 +198,7 @@ def test_pretrain_probe_plots_round_trip_on_a_bucket(tmp_path):
       assert result.returncode == 0, result.stderr[-3000:]
     objects = gcs.objects('bucket')
     report = json.loads(gcs.read('bucket', 'run/probe.json'))
-  assert 'run/config.json' in objects
+  assert {'run/config.json', 'run/environment.json'} <= set(objects)
   assert {'run/checkpoints/2/commit_success.txt', 'run/checkpoints/4/commit_success.txt',
           'figures/training.png', 'figures/eigenvalues.png'} <= set(objects)
   assert any(o.startswith('run/events.out.tfevents') for o in objects)

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from infomax_jax import train
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 spec = importlib.util.spec_from_file_location('reproduce',
                                               os.path.join(ROOT, 'benchmarks', 'reproduce.py'))
@@ -79,6 +81,8 @@ def test_sweep_runs_every_point_with_its_overrides_and_writes_one_table(tmp_path
     workdir = next((a.split('=', 1)[1] for a in command if a.startswith('--workdir=')), None)
     if 'infomax_jax.main' in command and '--config.loss.beta=0.0' in command:
       raise reproduce.RunFailed('error: step 3: non-finite loss=nan')
+    if 'infomax_jax.main' in command:   # the training job records its host
+      train.record_environment(workdir, 0)
     if 'infomax_jax.probe' in command:   # top-1 40 + beta, from the workdir's name
       top1 = 40.0 + float(workdir.rsplit('=', 1)[1])
       encoders = next(a for a in command if a.startswith('--encoders=')).split('=')[1]
@@ -111,6 +115,10 @@ def test_sweep_runs_every_point_with_its_overrides_and_writes_one_table(tmp_path
   assert rows['minc loss.beta=0.9']['linear top-1'] == 40.9
   assert rows['minc loss.beta=0.0']['error'] == 'error: step 3: non-finite loss=nan'
   assert rows['random init']['linear top-1'] == 30.0
+  host = train.host_environment()
+  assert rows['minc loss.beta=0.5']['environment']['cpu'] == host['cpu']
+  assert rows['minc loss.beta=0.0']['environment'] is None   # stopped before it started
+  assert f'pretrained on {host["cpu"]}' in (tmp_path / 'results.md').read_text()
   assert sorted(os.listdir(tmp_path)) == sorted([
       'minc__loss.beta=0.0', 'minc__loss.beta=0.5', 'minc__loss.beta=0.9', 'results.json',
       'results.md'])

@@ -1,6 +1,7 @@
 """Training spine: sharded step equivalence, checkpoint resume, entry-point errors (the probe
 job is tested in test_probe.py)."""
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -197,6 +198,10 @@ def test_resume_equals_uninterrupted_run(tmp_path):
   assert int(resumed.step) == 4 and resumed.online['params']   # the online head included
   for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
+  starts = json.loads((tmp_path / train.ENVIRONMENT).read_text())   # one entry per start
+  assert [entry['start_step'] for entry in starts] == [0, 2]
+  assert starts[0]['jax'] == jax.__version__ and starts[0]['devices'] == jax.device_count()
+  assert starts[0]['cpu'] and set(starts[0]['cpu_isa']) <= set(train.ISA_FLAGS)
 
 
 def _main(*args, cwd=ROOT):
