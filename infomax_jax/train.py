@@ -301,7 +301,12 @@ def host_environment():
 def record_environment(workdir, start_step):
   """Appends this start's host_environment() to <workdir>/environment.json."""
   path = workdir_path(workdir) / ENVIRONMENT
-  entries = json.loads(path.read_text()) if path.exists() else []
+  try:
+    entries = json.loads(path.read_text()) if path.exists() else []
+  except json.JSONDecodeError as error:
+    raise ValueError(f'{path} is not JSON ({error}); move it away to start a new one') from None
+  if not isinstance(entries, list):
+    raise ValueError(f'{path} is not a list of entries; move it away to start a new one')
   entries.append({'start_step': start_step,
                   'time': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                   **host_environment()})

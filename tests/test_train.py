@@ -204,6 +204,13 @@ def test_resume_equals_uninterrupted_run(tmp_path):
   assert starts[0]['cpu'] and set(starts[0]['cpu_isa']) <= set(train.ISA_FLAGS)
 
 
+def test_unreadable_environment_record_is_one_line_error(tmp_path):
+  (tmp_path / train.ENVIRONMENT).write_text('{"start_step": 0')
+  with pytest.raises(ValueError, match='is not JSON .*move it away'):
+    train.record_environment(str(tmp_path), 0)
+  assert (tmp_path / train.ENVIRONMENT).read_text() == '{"start_step": 0'   # kept as it was
+
+
 def _main(*args, cwd=ROOT):
   return subprocess.run([sys.executable, '-m', 'infomax_jax.main', *args], cwd=cwd,
                         capture_output=True, text=True, timeout=300,
