@@ -168,7 +168,8 @@ def environment(workdir):
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    return json.load(f)[-1]
+    entries = json.load(f)
+  return entries[-1] if entries else None
 
 
 def table(args, rows, random_report, environments=None):
@@ -203,6 +204,10 @@ def table(args, rows, random_report, environments=None):
     cells += [f'{seconds / 60:.1f}' if seconds else '–',
               f'{thesis[loss]:.2f}' if loss in thesis else '–']
     lines.append('| ' + ' | '.join(cells) + ' |')
+  hosts = {(e['cpu'], ' '.join(e['cpu_isa']), e['backend'], e['jax'])
+           for e in (environments or {}).values() if e}
+  lines += [f'\npretrained on {cpu} ({isa or "no listed ISA"}), {backend}, jax {version}'
+            for cpu, isa, backend, version in sorted(hosts)]
   return results, '\n'.join(lines) + '\n'
 
 
@@ -241,10 +246,6 @@ def main():
       if not row[2]:
         trained.append(workdir)
   results, markdown = table(args, rows, random_report, environments)
-  hosts = {(e['cpu'], ' '.join(e['cpu_isa']), e['backend'], e['jax'])
-           for e in environments.values() if e}
-  markdown += ''.join(f'\npretrained on {cpu} ({isa or "no listed ISA"}), {backend}, jax {version}\n'
-                      for cpu, isa, backend, version in sorted(hosts))
   with open(os.path.join(args.root, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
   with open(os.path.join(args.root, 'results.md'), 'w') as f:

@@ -28,7 +28,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -319,8 +318,7 @@ def main():
   print(f'matmul peak: float32 {peak["float32"]:.0f} GFLOP/s, bfloat16 '
         f'{peak["bfloat16"]:.0f} GFLOP/s ({args.threads} threads)', flush=True)
   results = {'command': 'python ' + ' '.join(sys.argv), 'torch': torch.__version__,
-             'jax': jax.__version__, 'threads': args.threads, 'cpu': platform.processor(),
-             'xla_flags': os.environ.get('XLA_FLAGS', ''), 'matmul_peak_gflops': peak,
+             **train.host_environment(), 'threads': args.threads, 'matmul_peak_gflops': peak,
              'runs': []}
   for dtype in args.dtypes:
     for batch_size in args.batches:
